@@ -1,0 +1,371 @@
+"""The repository config (`.github/pythia.yml`) and the secrets, as validated pydantic models."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from datetime import date, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+DEFAULT_CONFIG_PATH = Path(".github/pythia.yml")
+
+
+class ConfigError(Exception):
+    """The config could not be read or is invalid; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Project(Strict):
+    name: str = Field("", description="Project name used in prompts and PRs, e.g. 'uv'.")
+    description: str = Field("", description="One or two sentences on what the project is.")
+    style: str = Field("", description="Notes on the docs' voice, e.g. 'second person, short'.")
+
+
+class Docs(Strict):
+    root: str = Field(".", description="Folder the globs are relative to, e.g. 'docs'.")
+    include: list[str] = Field(
+        default_factory=lambda: ["**/*.md", "**/*.mdx"],
+        description="Glob patterns of the docs files to index and edit.",
+    )
+    exclude: list[str] = Field(
+        default_factory=lambda: ["**/node_modules/**", "**/CHANGELOG.md"],
+        description="Glob patterns never indexed or edited.",
+    )
+    new_file_dirs: list[str] = Field(
+        default_factory=list,
+        description="Folders (relative to root) where a proposal may create a new page.",
+    )
+    allowed_link_domains: list[str] = Field(
+        default_factory=list,
+        description="Domains new links may point to, besides those the docs already use.",
+    )
+
+
+class StreamBase(Strict):
+    id: str = Field(description="Stable name of this stream, used for its state file.")
+    start: str | int | date = Field(
+        "newest", description="First run only: 'newest', 'oldest', a message id or a date."
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "-_." for c in value):
+            raise ValueError("use letters, digits, '-', '_' or '.' only")
+        return value
+
+    @field_validator("start")
+    @classmethod
+    def _known_start(cls, value: str | int | date) -> str | int | date:
+        if isinstance(value, str) and value not in ("newest", "oldest"):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                raise ValueError("use 'newest', 'oldest', a message id or a YYYY-MM-DD date") from None
+        return value
+
+
+class TelegramStream(StreamBase):
+    kind: Literal["telegram"]
+    chat: str | int = Field(description="Public @username or numeric chat id of the group.")
+    mode: Literal["user", "bot"] = Field(
+        "user", description="'user' reads history with a session; 'bot' fetches by id ranges."
+    )
+    topics: list[int] = Field(
+        default_factory=list, description="Forum topic ids to read; empty reads all."
+    )
+    max_flood_wait_seconds: int = Field(
+        300, ge=0, description="Longest FloodWait to sit out before stopping the stream."
+    )
+    max_missing_ids: int = Field(
+        50, ge=1, description="Bot mode: stop after this many ids in a row return nothing."
+    )
+
+
+class ZulipStream(StreamBase):
+    kind: Literal["zulip"]
+    site: str = Field(description="Zulip server URL, e.g. 'https://chat.zulip.org'.")
+    email: str = Field(description="The bot's email address; its key is ZULIP_API_KEY.")
+    channel: str = Field(description="Channel (stream) to read, e.g. 'help'.")
+    topics: list[str] = Field(default_factory=list, description="Topics to read; empty reads all.")
+    batch_size: int = Field(1000, ge=1, le=1000, description="Messages per request (max 1000).")
+
+
+class ExportStream(StreamBase):
+    kind: Literal["export"]
+    path: str = Field(description="Telegram Desktop result.json or a .jsonl file.")
+    format: Literal["auto", "telegram", "jsonl"] = Field(
+        "auto", description="File format; 'auto' decides by the file name."
+    )
+    permalink_base: str = Field(
+        "", description="Base for permalinks, e.g. 'https://t.me/mygroup'; empty for none."
+    )
+
+
+Stream = Annotated[TelegramStream | ZulipStream | ExportStream, Field(discriminator="kind")]
+
+
+class Threads(Strict):
+    gap_minutes: int = Field(30, ge=1, description="Silence that starts a new thread.")
+    settle_minutes: int = Field(60, ge=0, description="A thread is judged once this quiet.")
+    context_messages: int = Field(3, ge=0, description="Earlier messages shown as context.")
+    max_failures: int = Field(3, ge=1, description="Failures before a thread is given up.")
+
+
+class Price(Strict):
+    input: float = Field(0.0, ge=0, description="USD per million input tokens.")
+    output: float = Field(0.0, ge=0, description="USD per million output (and thinking) tokens.")
+
+
+def _default_prices() -> dict[str, Price]:
+    return {
+        "gemini-3.5-flash-lite": Price(input=0.30, output=2.50),
+        "gemini-3.5-flash": Price(input=1.50, output=7.50),
+        "gemini-embedding-001": Price(input=0.15, output=0.0),
+    }
+
+
+class Models(Strict):
+    classify: str = Field("gemini-3.5-flash-lite", description="Model that classifies threads.")
+    propose: str = Field("gemini-3.5-flash", description="Model that writes proposals.")
+    embedding: str = Field("gemini-embedding-001", description="Embedding model of the index.")
+    embedding_dimensions: int = Field(768, ge=8, le=3072, description="Vector size.")
+    temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature.")
+    max_output_tokens: int = Field(8192, ge=256, description="Cap on one answer's tokens.")
+    thinking_budget: int | None = Field(
+        None, ge=0, description="Thinking tokens per call; unset leaves the model's default."
+    )
+    requests_per_minute: int = Field(60, ge=1, description="Shared request rate limit.")
+    tokens_per_minute: int = Field(1_000_000, ge=1000, description="Shared token rate limit.")
+    prices: dict[str, Price] = Field(
+        default_factory=_default_prices, description="Price table for the cost estimate."
+    )
+
+
+class Limits(Strict):
+    max_llm_calls: int = Field(200, ge=1, description="Calls per run before new work stops.")
+    max_tokens: int = Field(3_000_000, ge=1000, description="Tokens per run before work stops.")
+    classify_batch_messages: int = Field(100, ge=1, description="Messages per classify call.")
+    classify_batch_tokens: int = Field(30_000, ge=1000, description="Tokens per classify call.")
+    propose_context_tokens: int = Field(
+        12_000, ge=1000, description="Docs text given to one proposal call."
+    )
+    search_k: int = Field(8, ge=1, description="Chunks retrieved per thread.")
+    max_edit_retries: int = Field(2, ge=0, le=5, description="Reflections on failed edits.")
+    max_changed_lines: int = Field(80, ge=1, description="Bigger proposals are refused.")
+    time_budget_minutes: float = Field(
+        25, gt=0, description="Stop starting new work after this long (keep under the job timeout)."
+    )
+
+
+class Prefilter(Strict):
+    min_chars: int = Field(25, ge=0, description="Threads with less text are dropped.")
+    ignore_bots: bool = Field(True, description="Drop messages sent by bots.")
+    ignore_patterns: list[str] = Field(
+        default_factory=lambda: [
+            r"^\s*(hi|hello|hey|thanks|thank you|thx|ty|ok|okay|\+1|lol|gm|bye)[\s!.]*$"
+        ],
+        description="Regexes (case-insensitive); messages matching one are ignored.",
+    )
+
+
+class Publish(Strict):
+    draft: bool = Field(True, description="Open PRs as drafts.")
+    labels: list[str] = Field(default_factory=lambda: ["pythia"], description="Labels on PRs.")
+    base_branch: str = Field("", description="Branch PRs target; empty means the default.")
+    branch_prefix: str = Field("pythia/", description="Prefix of proposal branches.")
+    data_branch: str = Field("pythia-data", description="Orphan branch holding index and state.")
+    max_open_prs: int = Field(5, ge=0, description="Open Pythia PRs at most.")
+    max_prs_per_run: int = Field(2, ge=0, description="New PRs per run at most.")
+    evidence_quotes: bool = Field(True, description="Quote (redacted) messages in PR bodies.")
+    dashboard: bool = Field(True, description="Keep a 'Pythia dashboard' issue up to date.")
+    min_confidence: float = Field(0.5, ge=0, le=1, description="Less confident proposals wait.")
+
+
+class Privacy(Strict):
+    salt: str = Field("", description="Salt of author pseudonyms; empty uses the repository id.")
+
+
+DEFAULT_CATEGORIES = ["troubleshooting", "question", "information", "update", "no-doc-value"]
+
+
+class Config(Strict):
+    """The whole of `.github/pythia.yml`."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra={"title": "Pythia configuration"}
+    )
+
+    project: Project = Field(default_factory=Project)
+    docs: Docs = Field(default_factory=Docs)
+    streams: list[Stream] = Field(default_factory=list)
+    threads: Threads = Field(default_factory=Threads)
+    models: Models = Field(default_factory=Models)
+    limits: Limits = Field(default_factory=Limits)
+    prefilter: Prefilter = Field(default_factory=Prefilter)
+    publish: Publish = Field(default_factory=Publish)
+    privacy: Privacy = Field(default_factory=Privacy)
+    categories: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CATEGORIES),
+        description="Classification categories; 'no-doc-value' is always added.",
+    )
+
+    @field_validator("streams")
+    @classmethod
+    def _unique_ids(cls, streams: list[Stream]) -> list[Stream]:
+        seen: set[str] = set()
+        for stream in streams:
+            if stream.id in seen:
+                raise ValueError(f"stream id '{stream.id}' is used twice; ids must be unique")
+            seen.add(stream.id)
+        return streams
+
+    @field_validator("categories")
+    @classmethod
+    def _with_no_value(cls, categories: list[str]) -> list[str]:
+        return categories if "no-doc-value" in categories else [*categories, "no-doc-value"]
+
+    def stream(self, stream_id: str) -> Stream:
+        for stream in self.streams:
+            if stream.id == stream_id:
+                return stream
+        known = ", ".join(s.id for s in self.streams) or "none"
+        raise ConfigError([f"stream '{stream_id}' is not in the config (known: {known})"])
+
+    def digest(self) -> str:
+        """A short hash of the settings that shape the index."""
+        relevant = {"docs": self.docs.model_dump(mode="json")}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class Secrets(BaseModel):
+    """Secrets, read only from the environment and never printed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    gemini_api_key: SecretStr | None = None
+    github_token: SecretStr | None = None
+    telegram_api_id: int | None = None
+    telegram_api_hash: SecretStr | None = None
+    telegram_session: SecretStr | None = None
+    telegram_bot_token: SecretStr | None = None
+    zulip_api_key: SecretStr | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Secrets:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = env.get(name.upper(), "").strip()
+            if name == "gemini_api_key" and not raw:
+                raw = env.get("GOOGLE_API_KEY", "").strip()
+            if raw:
+                values[name] = raw
+        try:
+            return cls(**values)
+        except ValidationError as error:
+            raise ConfigError(_problems(error, prefix="env")) from None
+
+    def values(self) -> list[str]:
+        """Every secret value that is set, for masking."""
+        found: list[str] = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                found.append(value.get_secret_value())
+        return found
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("telegram", "zulip", "export") and path.endswith("]"):
+            continue  # the discriminator's own branch name adds nothing for the reader
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "is not a known key; check its spelling against config/pythia.example.yml"
+    if kind == "missing":
+        return "is required"
+    if kind == "union_tag_invalid":
+        expected = str(ctx.get("expected_tags", "")).replace("'", "")
+        return f"'{ctx.get('tag')}' is not one of {expected}"
+    if kind == "union_tag_not_found":
+        return "needs a 'kind' (telegram, zulip or export)"
+    message = str(error["msg"])
+    return message[len("Value error, ") :] if message.startswith("Value error, ") else message
+
+
+def _problems(error: ValidationError, prefix: str = "") -> list[str]:
+    problems = []
+    for item in error.errors():
+        loc = _location(tuple(item["loc"]))
+        if item["type"] == "union_tag_invalid" and loc.endswith("]"):
+            loc += ".kind"
+        problems.append(f"{prefix + '.' if prefix else ''}{loc}: {_describe(item)}")
+    return problems
+
+
+def parse_config(data: Any) -> Config:
+    """Validate already-parsed YAML; raises ConfigError with one line per problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(["(top level): the config must be a mapping of keys to values"])
+    try:
+        return Config.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_problems(error)) from None
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file; a missing file gives the defaults."""
+    if not path.exists():
+        return Config()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError([f"{path}: not valid YAML{where}; check indentation and quoting"]) from None
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot be read ({error.strerror})"]) from None
+    return parse_config(data)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the config, for editors."""
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
+
+
+def render_json_schema() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True, default=_json_default) + "\n"
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")

@@ -1,0 +1,36 @@
+"""Shared fixtures: recorded-HTTP settings and placeholder secrets for replay."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+# Replay needs no secret; a maintainer re-recording sets real ones in the environment.
+PLACEHOLDERS = {
+    "GEMINI_API_KEY": "test-gemini-key",
+    "GITHUB_TOKEN": "test-github-token",
+    "ZULIP_API_KEY": "test-zulip-key",
+}
+
+
+@pytest.fixture(scope="session")
+def vcr_config() -> dict[str, Any]:
+    return {
+        "filter_headers": ["authorization", "x-goog-api-key", "cookie", "set-cookie"],
+        "filter_query_parameters": ["key"],
+        "record_mode": os.environ.get("PYTHIA_RECORD_MODE", "none"),
+        "decode_compressed_response": True,
+    }
+
+
+@pytest.fixture
+def secrets_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Placeholder secrets unless real ones are set (when re-recording)."""
+    values = {}
+    for name, placeholder in PLACEHOLDERS.items():
+        value = os.environ.get(name) or placeholder
+        monkeypatch.setenv(name, value)
+        values[name] = value
+    return values
