@@ -79,8 +79,15 @@ def sample_report() -> RunReport:
 
 def test_summary_has_every_table() -> None:
     text = actions.render_summary(sample_report())
-    for heading in ("### Read", "### Classified", "### Proposed", "### Skipped", "### Failed",
-                    "### Cost", "### Time"):
+    for heading in (
+        "### Read",
+        "### Classified",
+        "### Proposed",
+        "### Skipped",
+        "### Failed",
+        "### Cost",
+        "### Time",
+    ):
         assert heading in text
     assert "| tg | 12 | 4 | 3 | 100 → 112 |  |" in text
     assert "| zulip | 0 | 0 | 0 | None → None | HTTP 500 |" in text
@@ -93,8 +100,13 @@ def test_write_outputs(tmp_path: Path) -> None:
     output = tmp_path / "out"
     actions.write_outputs(sample_report(), tmp_path / "report.json", {"GITHUB_OUTPUT": str(output)})
     text = output.read_text()
-    for name in ("proposals-opened", "proposals-updated", "messages-read", "threads-classified",
-                 "report"):
+    for name in (
+        "proposals-opened",
+        "proposals-updated",
+        "messages-read",
+        "threads-classified",
+        "report",
+    ):
         assert f"{name}<<" in text
     assert "\n12\n" in text
 

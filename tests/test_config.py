@@ -39,8 +39,9 @@ def test_two_line_config_gets_defaults() -> None:
 
 
 def test_unknown_stream_kind_names_the_key_and_choices() -> None:
-    problems = problems_of({"streams": [{"id": "a", "kind": "export", "path": "x.json"},
-                                        {"id": "b", "kind": "slack"}]})
+    problems = problems_of(
+        {"streams": [{"id": "a", "kind": "export", "path": "x.json"}, {"id": "b", "kind": "slack"}]}
+    )
     assert problems == ["streams[1].kind: 'slack' is not one of telegram, zulip, export"]
 
 
@@ -52,8 +53,10 @@ def test_misspelt_key_is_one_line() -> None:
 
 def test_every_problem_is_reported() -> None:
     problems = problems_of(
-        {"streams": [{"id": "z", "kind": "zulip", "channel": "help"}],
-         "threads": {"gap_minutes": 0}}
+        {
+            "streams": [{"id": "z", "kind": "zulip", "channel": "help"}],
+            "threads": {"gap_minutes": 0},
+        }
     )
     assert "streams[0].site: is required" in problems
     assert "streams[0].email: is required" in problems
@@ -76,10 +79,9 @@ def test_start_accepts_keywords_ids_and_dates() -> None:
     assert start(1234) == 1234
     assert start("2026-03-01") == date(2026, 3, 1)
     assert start(date(2026, 3, 1)) == date(2026, 3, 1)
-    assert problems_of({"streams": [{"id": "a", "kind": "export", "path": "x",
-                                     "start": "yesterday"}]}) == [
-        "streams[0].start: use 'newest', 'oldest', a message id or a YYYY-MM-DD date"
-    ]
+    assert problems_of(
+        {"streams": [{"id": "a", "kind": "export", "path": "x", "start": "yesterday"}]}
+    ) == ["streams[0].start: use 'newest', 'oldest', a message id or a YYYY-MM-DD date"]
 
 
 def test_broken_yaml_names_the_line(tmp_path: Path) -> None:

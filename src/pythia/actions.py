@@ -215,13 +215,14 @@ def render_summary(report: RunReport) -> str:
     parts.append(_table(["stage", "LLM calls", "input", "output", "thinking", "cost"], usage_rows))
     parts.append("### Time\n")
     parts.append(
-        _table(["stage", "seconds"],
-               [[k, f"{v:.1f}"] for k, v in report.stage_seconds.items()])
+        _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in report.stage_seconds.items()])
     )
     return "\n".join(parts)
 
 
-def write_outputs(report: RunReport, report_path: Path, environ: Mapping[str, str] | None = None) -> None:
+def write_outputs(
+    report: RunReport, report_path: Path, environ: Mapping[str, str] | None = None
+) -> None:
     set_output("proposals-opened", str(len(report.proposals_opened)), environ)
     set_output("proposals-updated", str(len(report.proposals_updated)), environ)
     set_output("messages-read", str(report.messages_read), environ)

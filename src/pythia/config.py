@@ -74,7 +74,9 @@ class StreamBase(Strict):
             try:
                 return date.fromisoformat(value)
             except ValueError:
-                raise ValueError("use 'newest', 'oldest', a message id or a YYYY-MM-DD date") from None
+                raise ValueError(
+                    "use 'newest', 'oldest', a message id or a YYYY-MM-DD date"
+                ) from None
         return value
 
 
@@ -348,7 +350,9 @@ def load_config(path: Path) -> Config:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError([f"{path}: not valid YAML{where}; check indentation and quoting"]) from None
+        raise ConfigError(
+            [f"{path}: not valid YAML{where}; check indentation and quoting"]
+        ) from None
     except OSError as error:
         raise ConfigError([f"{path}: cannot be read ({error.strerror})"]) from None
     return parse_config(data)

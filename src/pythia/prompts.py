@@ -47,9 +47,7 @@ def render(name: str, *, repo_root: Path | None = None, **values: Any) -> str:
 
 def as_data(text: str) -> str:
     """Chat text made inert inside our `<message>` delimiters: it cannot close or open one."""
-    return (
-        text.replace("<", "&lt;").replace(">", "&gt;")
-    )
+    return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _utc(moment: datetime) -> str:
