@@ -1,28 +1,54 @@
-"""Test doubles that implement the real ports, so tests read like uses of the real thing."""
+"""Test doubles that implement Pythia's ports (pythia.ports) deterministically."""
 
 from __future__ import annotations
 
-from collections import deque
+import hashlib
+import math
+import re
+from collections.abc import Sequence
 
-from pythia.models import Usage
-from pythia.ports import GenerateRequest, Generation
+from pythia.ports import EmbedTask
+
+_WORD = re.compile(r"\w+")
 
 
-class ScriptedLLM:
-    """`ports.LLM` that answers with queued texts, in order, and keeps every request it got."""
+def _stem(word: str) -> str:
+    # Crude suffix stripping so "caches", "cached" and "cache" share a feature.
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
 
-    def __init__(self) -> None:
-        self.requests: list[GenerateRequest] = []
-        self._replies: deque[Generation] = deque()
 
-    def enqueue(self, text: str, *, usage: Usage | None = None) -> ScriptedLLM:
-        self._replies.append(Generation(text=text, usage=usage or Usage()))
-        return self
+class HashEmbedder:
+    """An Embedder whose vectors are hashed bag-of-words features, normalised to unit length.
 
-    def generate(self, request: GenerateRequest) -> Generation:
-        self.requests.append(request)
-        if not self._replies:
-            raise AssertionError(
-                f"ScriptedLLM got a {request.stage} request but has no reply left; enqueue one"
-            )
-        return self._replies.popleft()
+    Texts sharing words get close vectors, identical texts identical ones, with no model or
+    network. `calls` records the texts of every `embed` call, `tasks` its task type.
+    """
+
+    def __init__(self, *, model: str = "hash-embedding-v1", dimensions: int = 64) -> None:
+        self.model = model
+        self.dimensions = dimensions
+        self.calls: list[list[str]] = []
+        self.tasks: list[EmbedTask] = []
+
+    @property
+    def texts_embedded(self) -> int:
+        return sum(len(call) for call in self.calls)
+
+    def embed(self, texts: Sequence[str], *, task: EmbedTask) -> list[list[float]]:
+        self.calls.append(list(texts))
+        self.tasks.append(task)
+        return [self.vector(text) for text in texts]
+
+    def vector(self, text: str) -> list[float]:
+        values = [0.0] * self.dimensions
+        for word in _WORD.findall(text.lower()):
+            digest = hashlib.blake2b(_stem(word).encode(), digest_size=8).digest()
+            bucket = int.from_bytes(digest[:4], "little") % self.dimensions
+            values[bucket] += 1.0 if digest[4] & 1 else -1.0
+        norm = math.sqrt(sum(v * v for v in values))
+        if norm == 0:
+            values[0], norm = 1.0, 1.0
+        return [v / norm for v in values]
