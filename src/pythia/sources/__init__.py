@@ -1,0 +1,119 @@
+"""Chat sources: the author pseudonym, the errors sources raise, and building a source from config.
+
+How the pipeline reads a stream (the first-run design):
+
+    source = build_source(stream_config, secrets=secrets, salt=salt)
+    try:
+        batch = read_stream(source, watermark)   # watermark: int | None from the stream's state
+    finally:
+        source.close()
+
+`read_stream` resolves a first run (`watermark is None`) through `source.start_after()`, which
+turns the stream's `start` setting into a watermark: 'oldest' is 0, a message id N is N - 1 (so
+N itself is read), a date is the id of the last message sent before that day (UTC), and
+'newest' is the latest id in the stream, so nothing old is read but the watermark still moves to
+"now". `batch.after` is that resolved starting point: the pipeline passes it as the `after` of
+`threads.next_watermark`, so even a batch without messages saves a watermark.
+
+A stream that has to stop early (a Telegram flood wait longer than allowed) raises
+`StreamInterrupted` from `fetch` after yielding what it read; `read_stream` keeps those
+messages and reports the reason in `batch.interrupted`. Any other `SourceError` means the
+stream could not be read this run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..config import ExportStream, Secrets, Stream, TelegramStream, ZulipStream
+from ..models import Message
+
+
+class SourceError(Exception):
+    """A stream could not be read; the message is one sentence saying what to do."""
+
+
+class StreamInterrupted(SourceError):
+    """A stream stopped before its end this run; everything yielded before it is good."""
+
+    def __init__(self, stream: str, *, last_id: int | None, reason: str) -> None:
+        where = f"after message {last_id}" if last_id is not None else "before reading anything"
+        super().__init__(f"stream '{stream}' stopped {where}: {reason}")
+        self.stream = stream
+        self.last_id = last_id
+        self.reason = reason
+
+
+class ChatSource(Protocol):
+    """A `pythia.ports.Source` that also knows where a first run starts and can be closed."""
+
+    stream: str
+
+    def fetch(self, after: int | None) -> Iterator[Message]: ...
+
+    def start_after(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What one run read from one stream."""
+
+    stream: str
+    after: int
+    messages: tuple[Message, ...]
+    interrupted: str | None = None
+
+
+def pseudonym(salt: str, raw_author_id: str | int) -> str:
+    """A stable, salted, non-reversible author name like 'user-3fa2b9c1'.
+
+    Callers namespace the raw id by network ("telegram:123", "zulip:45") so that the same
+    person gets the same pseudonym from a Telegram export and from live Telegram reading.
+    """
+    digest = hmac.new(salt.encode(), str(raw_author_id).encode(), hashlib.sha256).hexdigest()
+    return f"user-{digest[:8]}"
+
+
+def read_stream(source: ChatSource, watermark: int | None) -> Batch:
+    """Read everything after `watermark` (or from the configured start), oldest first."""
+    after = source.start_after() if watermark is None else watermark
+    messages: list[Message] = []
+    try:
+        for message in source.fetch(after):
+            messages.append(message)
+    except StreamInterrupted as stopped:
+        return Batch(source.stream, after, tuple(messages), interrupted=str(stopped))
+    return Batch(source.stream, after, tuple(messages))
+
+
+def build_source(stream_config: Stream, *, secrets: Secrets, salt: str) -> ChatSource:
+    """The real source for one configured stream (network clients are created lazily)."""
+    if not salt:
+        raise SourceError(
+            "the pseudonym salt is empty; set privacy.salt or run inside a repository"
+        )
+    if isinstance(stream_config, TelegramStream):
+        from .telegram import TelegramSource, connect_client
+
+        return TelegramSource(
+            stream_config, client=connect_client(stream_config, secrets=secrets), salt=salt
+        )
+    if isinstance(stream_config, ZulipStream):
+        from .zulip import ZulipSource, make_client
+
+        return ZulipSource(
+            stream_config,
+            client_factory=lambda: make_client(stream_config, secrets=secrets),
+            salt=salt,
+        )
+    if isinstance(stream_config, ExportStream):
+        from .export import ExportSource
+
+        return ExportSource(stream_config, salt=salt)
+    raise SourceError(f"stream kind of '{stream_config.id}' is not supported")

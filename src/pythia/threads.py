@@ -1,0 +1,118 @@
+"""Grouping a stream's messages into threads, the settle rule, and where the watermark may move.
+
+Grouping, message by message in id order (deterministic for the same input):
+1. a reply joins the thread of the message it answers, if that message was fetched;
+2. otherwise a message joins the most recently active thread with the same thread key (forum
+   topic, Zulip topic, or no key) if that thread's last message is at most `gap_minutes` older;
+3. otherwise it starts a new thread.
+Each thread then gets as context up to `context_messages` messages with the same key that come
+just before its first message and belong to other threads (shown to the model, never judged).
+
+Watermark rule: the watermark only moves past messages whose thread outcome is recorded (no doc
+value, proposed, failed too often). Messages above it are fetched again next run; those already
+recorded are not judged again (`pending`), they only serve as context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from .models import Message, Thread
+
+
+@dataclass
+class _Open:
+    key: str | None
+    messages: list[Message] = field(default_factory=list)
+
+    @property
+    def last_at(self) -> datetime:
+        return self.messages[-1].sent_at
+
+
+def group_threads(
+    messages: Iterable[Message], *, gap_minutes: int, context_messages: int
+) -> list[Thread]:
+    """The threads of one stream's messages, ordered by their first message id."""
+    ordered = sorted(messages, key=lambda message: message.id)
+    gap = timedelta(minutes=gap_minutes)
+    groups: list[_Open] = []
+    group_of: dict[int, _Open] = {}
+    latest_by_key: dict[str | None, _Open] = {}
+    for message in ordered:
+        group = group_of.get(message.reply_to) if message.reply_to is not None else None
+        if group is None:
+            candidate = latest_by_key.get(message.thread_key)
+            if candidate is not None and message.sent_at - candidate.last_at <= gap:
+                group = candidate
+        if group is None:
+            group = _Open(message.thread_key)
+            groups.append(group)
+        group.messages.append(message)
+        group_of[message.id] = group
+        latest_by_key[message.thread_key] = group
+    by_key: dict[str | None, list[Message]] = {}
+    for message in ordered:
+        by_key.setdefault(message.thread_key, []).append(message)
+    return [_with_context(group, by_key, group_of, context_messages) for group in groups]
+
+
+def _with_context(
+    group: _Open,
+    by_key: dict[str | None, list[Message]],
+    group_of: dict[int, _Open],
+    limit: int,
+) -> Thread:
+    first = group.messages[0]
+    context: list[Message] = []
+    same_key = by_key[first.thread_key]
+    position = same_key.index(first)
+    for message in reversed(same_key[:position]):
+        if len(context) >= limit:
+            break
+        if group_of[message.id] is not group:
+            context.append(message)
+    context.reverse()
+    return Thread(stream=first.stream, messages=tuple(group.messages), context=tuple(context))
+
+
+def settled(thread: Thread, now: datetime, settle_minutes: int) -> bool:
+    """A thread is judged once its last message is at least `settle_minutes` old."""
+    return now - thread.last_at >= timedelta(minutes=settle_minutes)
+
+
+def pending(thread: Thread, done: Collection[int]) -> Thread | None:
+    """The part of a thread still to judge: recorded messages move to its context.
+
+    None when every message of the thread already has a recorded outcome.
+    """
+    todo = tuple(message for message in thread.messages if message.id not in done)
+    if not todo:
+        return None
+    if len(todo) == len(thread.messages):
+        return thread
+    judged = tuple(message for message in thread.messages if message.id in done)
+    context = tuple(sorted({*thread.context, *judged}, key=lambda message: message.id))
+    return Thread(stream=thread.stream, messages=todo, context=context)
+
+
+def next_watermark(
+    fetched_ids: Iterable[int], *, done: Collection[int], watermark: int | None
+) -> int | None:
+    """The highest id such that every fetched message at or below it has a recorded outcome.
+
+    `watermark` is where this run's fetch started: the stored watermark, or on a first run
+    the resolved start (`Batch.after` from `pythia.sources.read_stream`), so that a first run
+    that reads nothing ('newest') still saves one. The watermark never moves back; it stays
+    None only when there was none and nothing could be passed.
+    """
+    moved = watermark
+    for message_id in sorted(set(fetched_ids)):
+        if watermark is not None and message_id <= watermark:
+            continue
+        if message_id not in done:
+            break
+        moved = message_id
+    return moved
