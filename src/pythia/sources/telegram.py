@@ -34,10 +34,10 @@ from __future__ import annotations
 import asyncio
 import getpass
 import time
-from functools import partial
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from datetime import time as dtime
+from functools import partial
 from typing import Any, Protocol
 
 from telethon.errors import FloodWaitError, SessionPasswordNeededError
