@@ -550,8 +550,7 @@ def unified_diff(before: Mapping[str, str], after: Mapping[str, str]) -> str:
 def _mark_missing_newlines(lines: Iterable[str]) -> list[str]:
     """git needs the marker after a last line without newline; difflib does not write it."""
     return [
-        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
-        for line in lines
+        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
     ]
 
 

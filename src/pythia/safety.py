@@ -1,0 +1,583 @@
+"""What may be published: redaction of secrets and personal data, neutralised mentions and HTML,
+and the rules a proposal must pass."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from .edits import changed_lines, unified_diff
+
+PLACEHOLDERS = {"email": "[email]", "phone": "[phone]", "ip": "[ip]", "secret": "[secret]"}
+# Higher first: when two findings overlap, the more dangerous kind keeps its span.
+_PRIORITY = ("secret", "email", "ip", "phone")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A piece of sensitive text: its kind (a key of PLACEHOLDERS), span and what it looks like."""
+
+    kind: str
+    start: int
+    end: int
+    label: str
+
+    @property
+    def placeholder(self) -> str:
+        return PLACEHOLDERS[self.kind]
+
+
+@dataclass(frozen=True)
+class _Detector:
+    kind: str
+    label: str
+    pattern: re.Pattern[str]
+    group: int | str = 0
+    keep: Callable[[str], bool] | None = None
+
+
+# ---------------------------------------------------------------- validators
+
+
+def _mixed(value: str) -> bool:
+    """Real keys mix upper case, lower case and digits; prose and slugs like 'sk-learn' do not."""
+    return (
+        any(c.isdigit() for c in value)
+        and any(c.isupper() for c in value)
+        and any(c.islower() for c in value)
+    )
+
+
+def _not_example(value: str) -> bool:
+    """Skip the documented sample values (AKIAIOSFODNN7EXAMPLE) and filler like ghp_xxxx...."""
+    body = re.sub(r"^[a-z]+[_-]", "", value, flags=re.IGNORECASE)
+    return "example" not in value.lower() and len(set(body)) >= 6
+
+
+_RESERVED_EMAIL_DOMAINS = ("example.com", "example.org", "example.net")
+_RESERVED_TLDS = (".example", ".test", ".invalid", ".localhost")
+
+
+def _real_email(value: str) -> bool:
+    local, _, domain = value.rpartition("@")
+    domain = domain.lower()
+    if local.lower() == "git":  # git@github.com:org/repo.git is an SSH remote, not a person
+        return False
+    reserved = domain in _RESERVED_EMAIL_DOMAINS or domain.endswith(_RESERVED_TLDS)
+    return not reserved and not any(domain.endswith("." + d) for d in _RESERVED_EMAIL_DOMAINS)
+
+
+_DOC_NETWORKS = tuple(
+    ipaddress.ip_network(net)
+    for net in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+
+
+def _real_ip(value: str) -> bool:
+    """Loopback, 'any' and the documentation ranges (RFC 5737, RFC 3849) identify nobody."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    if address.is_loopback or address.is_unspecified:
+        return False
+    return not any(address in net for net in _DOC_NETWORKS if net.version == address.version)
+
+
+def _real_ipv6(value: str) -> bool:
+    return value.count(":") >= 2 and _real_ip(value)
+
+
+def _digits_between(low: int, high: int) -> Callable[[str], bool]:
+    def keep(value: str) -> bool:
+        digits = re.sub(r"\D", "", value)
+        return low <= len(digits) <= high and len(set(digits)) > 1
+
+    return keep
+
+
+_PLACEHOLDER_WORDS = {
+    "true", "false", "null", "none", "nil", "yes", "no", "on", "off", "required", "optional",
+    "string", "str", "int", "secret", "password", "token", "redacted", "changeme", "hidden",
+    "undefined", "empty", "env", "value",
+}  # fmt: skip
+
+
+def _real_value(value: str) -> bool:
+    """A value after `password=` that is not an obvious placeholder or reference."""
+    clean = value.strip().strip("\"'")
+    lowered = clean.lower()
+    if len(clean) < 4 or lowered in _PLACEHOLDER_WORDS or len(set(clean)) <= 2:
+        return False
+    if clean[0] in "$%<{[(*#/~." or clean.startswith(("http://", "https://")):
+        return False
+    if any(word in lowered for word in ("example", "your", "placeholder", "dummy", "<", "...")):
+        return False
+    # `token = os.environ.get` and `api_key: settings.key` are code, not values.
+    return re.fullmatch(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?:\(.*)?", clean) is None
+
+
+def _looks_secret(value: str) -> bool:
+    """Unquoted values after `key:` are often prose ('token: expired'); want a digit or symbol."""
+    return _real_value(value) and len(value) >= 6 and bool(re.search(r"[\d_+/=!@#%^&*-]", value))
+
+
+# ---------------------------------------------------------------- detectors
+
+_B = r"(?<![\w-])"  # not glued to the end of a longer token
+_E = r"(?![\w-])"  # nor to the start of one
+_KEY_WORDS = (
+    r"password|passwd|pwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key"
+    r"|private[_-]?key|client[_-]?secret|auth[_-]?key|credentials?"
+)
+_PHONE_BEFORE = r"(?<![\w+/.:=#-])"
+_PHONE_AFTER = r"(?![\w/]|[.:/-]\d)"
+
+_DETECTORS: tuple[_Detector, ...] = (
+    _Detector(
+        "secret",
+        "a private key",
+        re.compile(
+            r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
+            r"(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)"
+        ),
+    ),
+    _Detector(
+        "secret",
+        "a GitHub token",
+        re.compile(_B + r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})" + _E),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "a Google API key",
+        re.compile(_B + r"AIza[0-9A-Za-z_-]{35}" + _E),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "an AWS access key id",
+        re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}(?![A-Za-z0-9])"),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "an AWS secret key",
+        re.compile(
+            r"(?i)aws_?secret_?(?:access_?)?key[\"']?\s*[:=]\s*[\"']?"
+            r"(?P<value>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
+        ),
+        group="value",
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "a Slack token",
+        re.compile(_B + r"xox[abposr]-[A-Za-z0-9-]{10,}" + _E),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "a Slack webhook",
+        re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "an API key (sk-)",
+        re.compile(_B + r"sk-(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_-]{20,}" + _E),
+        keep=lambda value: _mixed(value) and _not_example(value),
+    ),
+    _Detector(
+        "secret",
+        "a Stripe key",
+        re.compile(_B + r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}" + _E),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "a package registry token",
+        re.compile(
+            _B + r"(?:npm_[A-Za-z0-9]{36}|pypi-AgE[A-Za-z0-9_-]{50,}|glpat-[\w-]{20,})" + _E
+        ),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "a Telegram bot token",
+        re.compile(r"(?<![\w:])\d{8,10}:[A-Za-z0-9_-]{35}" + _E),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "a JSON web token",
+        re.compile(_B + r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*" + _E),
+    ),
+    _Detector(
+        "secret",
+        "credentials in a URL",
+        re.compile(
+            r"(?i)\b[a-z][a-z0-9+.-]{1,15}://(?P<value>[^\s/?#@:\[\]]+(?::[^\s/?#@]*)?)@"
+            r"(?=[A-Za-z0-9\[])"
+        ),
+        group="value",
+        keep=lambda value: value.lower() not in ("git", "anonymous"),
+    ),
+    _Detector(
+        "secret",
+        "a bearer token",
+        re.compile(r"(?i)\bbearer\s+(?P<value>[A-Za-z0-9._~+/-]{16,}=*)"),
+        group="value",
+        keep=_real_value,
+    ),
+    _Detector(
+        "email",
+        "an e-mail address",
+        re.compile(
+            r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
+            r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+        ),
+        keep=_real_email,
+    ),
+    _Detector(
+        "ip",
+        "an IP address",
+        re.compile(
+            r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
+            r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)"
+        ),
+        keep=_real_ip,
+    ),
+    _Detector(
+        "ip",
+        "an IP address",
+        re.compile(r"(?<![\w:.])[0-9A-Fa-f:]{2,39}(?![\w:])"),
+        keep=_real_ipv6,
+    ),
+    _Detector(
+        "phone",
+        "a phone number",
+        re.compile(
+            _PHONE_BEFORE + r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?)(?:[ .-]?\d{2,5}){1,5}" + _PHONE_AFTER
+        ),
+        keep=_digits_between(8, 15),
+    ),
+    _Detector(
+        "phone",
+        "a phone number",
+        re.compile(
+            _PHONE_BEFORE
+            + r"(?:\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}([.-])\d{3}\1\d{4})"
+            + _PHONE_AFTER
+        ),
+        keep=_digits_between(10, 10),
+    ),
+    _Detector(
+        "phone",
+        "a phone number",
+        re.compile(_PHONE_BEFORE + r"0\d{1,4}(?:[ /-]\d{2,8}){1,4}" + _PHONE_AFTER),
+        keep=_digits_between(9, 14),
+    ),
+)
+
+
+# `password=...`, `api_key: "..."`, `"token" => '...'`: the value goes, the key stays.
+_ASSIGNMENT = re.compile(
+    rf"(?i)(?<![\w-])[\w.-]*?(?:{_KEY_WORDS})[\w.-]*[\"']?[ \t]*(?P<sep>=>|:=|=|:)[ \t]*"
+    r"(?:\"(?P<dq>[^\"\n]+)\"|'(?P<sq>[^'\n]+)'|(?P<bare>[^\s\"'`,;)}\]]+))"
+)
+
+
+def _assignments(text: str) -> Iterable[Finding]:
+    for match in _ASSIGNMENT.finditer(text):
+        name = next(g for g in ("dq", "sq", "bare") if match.group(g) is not None)
+        start, end = match.span(name)
+        value = match.group(name)
+        if name == "bare":  # a sentence's full stop is not part of the password
+            trimmed = value.rstrip(".,!?:")
+            end -= len(value) - len(trimmed)
+            value = trimmed
+        prose_like = name == "bare" and match.group("sep") == ":"
+        if (_looks_secret(value) if prose_like else _real_value(value)) and end > start:
+            yield Finding("secret", start, end, "a password or key assignment")
+
+
+def _candidates(text: str) -> Iterable[Finding]:
+    for detector in _DETECTORS:
+        for match in detector.pattern.finditer(text):
+            value = match.group(detector.group)
+            if detector.keep is not None and not detector.keep(value):
+                continue
+            start, end = match.span(detector.group)
+            yield Finding(detector.kind, start, end, detector.label)
+    yield from _assignments(text)
+
+
+def find_sensitive(text: str) -> list[Finding]:
+    """Every secret and piece of personal data in `text`, without overlaps, in text order."""
+    found = list(_candidates(text))
+    chosen: list[Finding] = []
+    for kind in _PRIORITY:
+        # Within one kind the earliest, then longest, span wins; detector order breaks ties.
+        ordered = sorted(
+            (f for f in found if f.kind == kind), key=lambda f: (f.start, f.start - f.end)
+        )
+        for finding in ordered:
+            if not any(finding.start < c.end and c.start < finding.end for c in chosen):
+                chosen.append(finding)
+    return sorted(chosen, key=lambda f: f.start)
+
+
+def redact(text: str) -> str:
+    """`text` with every finding replaced by its typed placeholder ([email], [secret], ...)."""
+    parts = []
+    position = 0
+    for finding in find_sensitive(text):
+        parts.append(text[position : finding.start])
+        parts.append(finding.placeholder)
+        position = finding.end
+    parts.append(text[position:])
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------- neutralising markup
+
+_URL = re.compile(r"(?i)\b(?:https?|ftp)://[^\s<>\"'`]+")
+# GitHub user and team names: letters, digits, single inner hyphens; teams add '_' and '.'.
+_MENTION = re.compile(
+    r"(?<![A-Za-z0-9_])@(?P<name>[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38})"
+    r"(?P<team>/[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?=[A-Za-z0-9]))*)?"
+)
+_TAG = re.compile(r"<(?P<body>/?[A-Za-z][A-Za-z0-9-]*(?=[\s/>]|$)[^<>]*)(?P<close>>?)")
+_MARKUP_DECLARATION = re.compile(r"<(?=[!?])")
+_ZWJ = "\u200d"
+
+
+def _code_spans(text: str) -> list[tuple[int, int]]:
+    """Closed fenced blocks and inline code spans, where GitHub neither pings nor renders HTML.
+
+    Unclosed fences and lone backticks protect nothing: text after them is still live markup.
+    """
+    spans: list[tuple[int, int]] = []
+    fence = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n", re.MULTILINE)
+    position = 0
+    while True:
+        opening = fence.search(text, position)
+        if opening is None:
+            break
+        marker = opening.group(1)
+        closing = re.compile(rf"^ {{0,3}}{re.escape(marker[0])}{{{len(marker)},}}[ \t]*$", re.M)
+        end = closing.search(text, opening.end())
+        if end is None:
+            break
+        spans.append((opening.start(), end.end()))
+        position = end.end()
+    runs = re.compile(r"(?<!`)(`+)(?!`)")
+    inline_from = 0
+    while True:
+        run = runs.search(text, inline_from)
+        if run is None:
+            break
+        if _inside(run.start(), spans):
+            inline_from = run.end()
+            continue
+        ticks = run.group(1)
+        close = re.compile(rf"(?<!`){ticks}(?!`)").search(text, run.end())
+        if close is None or _inside(close.start(), spans):
+            inline_from = run.end()
+            continue
+        spans.append((run.start(), close.end()))
+        inline_from = close.end()
+    return sorted(spans)
+
+
+def _inside(position: int, spans: Sequence[tuple[int, int]]) -> bool:
+    return any(start <= position < end for start, end in spans)
+
+
+def _live_segments(text: str) -> list[tuple[bool, str]]:
+    """`text` cut into (is_live_markup, piece) parts, code spans being the dead parts."""
+    parts = []
+    position = 0
+    for start, end in _code_spans(text):
+        if start < position:
+            continue
+        parts.append((True, text[position:start]))
+        parts.append((False, text[start:end]))
+        position = end
+    parts.append((True, text[position:]))
+    return [part for part in parts if part[1]]
+
+
+def _neutralise_markup(piece: str) -> str:
+    piece = _TAG.sub(
+        lambda m: "&lt;" + m.group("body") + ("&gt;" if m.group("close") else ""), piece
+    )
+    piece = _MARKUP_DECLARATION.sub("&lt;", piece)
+    # `![alt](url)` would load the url in every reader's browser; `!\[` shows it as text.
+    piece = piece.replace("![", "!\\[")
+    urls = [match.span() for match in _URL.finditer(piece)]
+    return _MENTION.sub(
+        lambda m: m.group(0) if _inside(m.start(), urls) else "@" + _ZWJ + m.group(0)[1:], piece
+    )
+
+
+def neutralise(text: str) -> str:
+    """Make chat text inert on GitHub: no @mention pings, no raw HTML, no remote images.
+
+    A zero-width joiner after '@' stops the ping whatever backticks surround it (wrapping in
+    backticks could be undone by an unbalanced backtick in the message). Code spans are left
+    as they are, since GitHub neither pings nor renders HTML inside them.
+    """
+    return "".join(
+        _neutralise_markup(piece) if live else piece for live, piece in _live_segments(text)
+    )
+
+
+def sanitize_for_publishing(text: str) -> str:
+    """Redact, then neutralise: the one call to make before text leaves the run."""
+    return neutralise(redact(text))
+
+
+# ---------------------------------------------------------------- proposal rules
+
+_BARE_WWW = re.compile(r"(?i)(?<![\w./-])www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+")
+_DANGEROUS_TAG = re.compile(r"(?i)<\s*(script|iframe|object|embed|frame|frameset|base|meta|form)\b")
+_EVENT_HANDLER = re.compile(r"(?i)<[^>]*\son[a-z]+\s*=")
+_SCRIPT_LINK = re.compile(r"(?i)\]\(\s*<?\s*(javascript|vbscript|data)\s*:")
+
+
+def _host(url: str) -> str:
+    rest = url.split("://", 1)[1] if "://" in url else url
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    host = authority.rpartition("@")[2]
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host[1:]
+    else:
+        host = host.split(":", 1)[0]
+    return _normal_domain(host)
+
+
+def _normal_domain(domain: str) -> str:
+    domain = domain.strip().strip(".").lower()
+    return domain[4:] if domain.startswith("www.") else domain
+
+
+def _domains(text: str) -> set[str]:
+    found = {_host(match.group(0).rstrip(".,;:!?)]")) for match in _URL.finditer(text)}
+    found |= {_normal_domain(match.group(0)) for match in _BARE_WWW.finditer(text)}
+    return {domain for domain in found if domain}
+
+
+def link_domains(texts: Iterable[str]) -> set[str]:
+    """The domains the docs already link to (lower case, without 'www.')."""
+    domains: set[str] = set()
+    for text in texts:
+        domains |= _domains(text)
+    return domains
+
+
+def _domain_allowed(domain: str, *, docs_domains: set[str], allowed: Sequence[str]) -> bool:
+    if domain in {_normal_domain(d) for d in docs_domains}:
+        return True
+    for entry in allowed:
+        base = _normal_domain(entry)
+        if base and (domain == base or domain.endswith("." + base)):
+            return True
+    return False
+
+
+def _added_text(before: str | None, after: str) -> str:
+    """The lines of `after` that are not in `before`, in order."""
+    new_lines = after.splitlines()
+    if before is None:
+        return "\n".join(new_lines)
+    matcher = difflib.SequenceMatcher(None, before.splitlines(), new_lines, autojunk=False)
+    added = []
+    for tag, _, _, j1, j2 in matcher.get_opcodes():
+        if tag in ("replace", "insert"):
+            added.extend(new_lines[j1:j2])
+    return "\n".join(added)
+
+
+def _mentions(text: str) -> list[str]:
+    found: list[str] = []
+    for live, piece in _live_segments(text):
+        if not live:
+            continue
+        urls = [match.span() for match in _URL.finditer(piece)]
+        found.extend(m.group(0) for m in _MENTION.finditer(piece) if not _inside(m.start(), urls))
+    return found
+
+
+def check_proposal(
+    *,
+    before: Mapping[str, str],
+    after: Mapping[str, str],
+    docs_domains: set[str],
+    allowed_domains: Sequence[str],
+    max_changed_lines: int,
+) -> list[str]:
+    """One sentence per rule the change from `before` to `after` breaks; empty means publishable.
+
+    Only added text is judged: what the docs already say was published before.
+    """
+    reasons: list[str] = []
+    old_text = "\n".join(before.values())
+    for path in sorted(after):
+        added = _added_text(before.get(path), after[path])
+        if not added:
+            continue
+        reasons.extend(_sensitive_reasons(path, added, old_text))
+        for domain in sorted(_domains(added) - _domains(old_text)):
+            if not _domain_allowed(domain, docs_domains=docs_domains, allowed=allowed_domains):
+                reasons.append(
+                    f"The edit to {path} links to {domain}, a domain the docs do not use "
+                    "and the config does not allow."
+                )
+        reasons.extend(_markup_reasons(path, added, old_text))
+    changed = {path: text for path, text in after.items() if before.get(path) != text}
+    old = {path: before[path] for path in changed if path in before}
+    count = changed_lines(unified_diff(old, changed))
+    if count > max_changed_lines:
+        reasons.append(
+            f"The proposal changes {count} lines, more than the limit of {max_changed_lines}; "
+            "a smaller, focused edit is needed."
+        )
+    return reasons
+
+
+def _sensitive_reasons(path: str, added: str, old_text: str) -> list[str]:
+    labels = []
+    for finding in find_sensitive(added):
+        value = added[finding.start : finding.end]
+        if value not in old_text and finding.label not in labels:
+            labels.append(finding.label)
+    return [
+        f"The edit to {path} adds {label}; proposals must not publish secrets or personal data."
+        for label in labels
+    ]
+
+
+def _markup_reasons(path: str, added: str, old_text: str) -> list[str]:
+    reasons = []
+    tags = sorted({m.group(1).lower() for m in _DANGEROUS_TAG.finditer(added)})
+    if tags:
+        reasons.append(
+            f"The edit to {path} adds raw HTML (<{'>, <'.join(tags)}>), which is refused."
+        )
+    if _EVENT_HANDLER.search(added):
+        reasons.append(
+            f"The edit to {path} adds an HTML event handler attribute, which is refused."
+        )
+    if _SCRIPT_LINK.search(added):
+        reasons.append(f"The edit to {path} adds a script or data link, which is refused.")
+    mentions = [m for m in dict.fromkeys(_mentions(added)) if m not in _mentions(old_text)]
+    if mentions:
+        reasons.append(
+            f"The edit to {path} adds {', '.join(mentions)}, which would notify people on GitHub."
+        )
+    return reasons
