@@ -10,6 +10,13 @@ from collections.abc import Sequence
 from pythia.ports import EmbedTask
 
 _WORD = re.compile(r"\w+")
+# Function words would dominate short texts' vectors and make unrelated texts look alike.
+# fmt: off
+_STOPWORDS = frozenset((
+    "a", "an", "and", "are", "as", "at", "be", "by", "do", "for", "how", "i", "in", "is", "it",
+    "of", "on", "or", "the", "this", "to", "with", "you", "your", "what", "when", "where",
+))
+# fmt: on
 
 
 def _stem(word: str) -> str:
@@ -45,6 +52,8 @@ class HashEmbedder:
     def vector(self, text: str) -> list[float]:
         values = [0.0] * self.dimensions
         for word in _WORD.findall(text.lower()):
+            if word in _STOPWORDS:
+                continue
             digest = hashlib.blake2b(_stem(word).encode(), digest_size=8).digest()
             bucket = int.from_bytes(digest[:4], "little") % self.dimensions
             values[bucket] += 1.0 if digest[4] & 1 else -1.0

@@ -67,59 +67,14 @@ MIGRATIONS: tuple[str, ...] = (
 # Column weights for bm25(): a match in a heading says more than one in the body.
 BM25_WEIGHTS = (2.0, 4.0, 1.0)
 
-_STOPWORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "but",
-        "by",
-        "can",
-        "do",
-        "does",
-        "for",
-        "from",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "me",
-        "my",
-        "no",
-        "not",
-        "of",
-        "on",
-        "or",
-        "so",
-        "that",
-        "the",
-        "their",
-        "then",
-        "there",
-        "these",
-        "this",
-        "to",
-        "was",
-        "what",
-        "when",
-        "where",
-        "which",
-        "who",
-        "why",
-        "will",
-        "with",
-        "you",
-        "your",
-    ]
-)
+# fmt: off
+_STOPWORDS = frozenset((
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "can", "do", "does", "for",
+    "from", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "no", "not", "of",
+    "on", "or", "so", "that", "the", "their", "then", "there", "these", "this", "to", "was",
+    "what", "when", "where", "which", "who", "why", "will", "with", "you", "your",
+))
+# fmt: on
 
 
 class EmbeddingMismatch(Exception):
