@@ -339,10 +339,12 @@ def _not_found_message(path: str, lines: list[str], search: list[str]) -> str:
     message = f"SEARCH block failed to exactly match lines in {path}."
     fragment = "\n".join(search).strip()
     containing = [line for line in lines if fragment and fragment in line]
-    if len(search) == 1 and len(containing) == 1:
+    if len(search) == 1 and containing:
+        shown = "\n".join(containing[:3])
         return (
-            f"{message} SEARCH must hold whole lines; the text is part of this line, "
-            f"so copy the whole line into SEARCH:\n{containing[0]}"
+            f"{message} SEARCH must hold whole lines, and this text is only part of "
+            f"{'this line' if len(containing) == 1 else 'these lines'}; copy whole lines "
+            f"(with enough of them to be unique) into SEARCH:\n{shown}"
         )
     similar = _closest_lines(lines, search)
     if similar:
