@@ -321,12 +321,19 @@ class SyncTelegram:
             self._connected = False
 
 
+_loop: asyncio.AbstractEventLoop | None = None
+
+
 def _telethon_client(api_id: int, api_hash: str, session: str = "") -> Any:
     from telethon import TelegramClient
     from telethon.sessions import StringSession
 
-    # telethon takes the current event loop; make one so Python >= 3.12 does not warn.
-    asyncio.set_event_loop(asyncio.new_event_loop())
+    # telethon uses the thread's current event loop (telethon.helpers.get_running_loop); set one
+    # explicitly, shared by all clients, as Python >= 3.12 no longer creates it implicitly.
+    global _loop
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(_loop)
     return TelegramClient(StringSession(session), api_id, api_hash, flood_sleep_threshold=0)
 
 
