@@ -213,7 +213,7 @@ class ZulipSource:
         return low
 
     def _get(self, request: dict[str, Any], *, last_id: int | None) -> dict[str, Any]:
-        for _ in range(MAX_RATE_LIMIT_WAITS + 1):
+        for attempt in range(MAX_RATE_LIMIT_WAITS + 1):
             try:
                 answer = self.client.get_messages(request)
             except OSError as error:
@@ -230,7 +230,7 @@ class ZulipSource:
                     "check the channel name, the bot's subscription and ZULIP_API_KEY"
                 )
             seconds = float(answer.get("retry-after", 1.0))
-            if seconds > MAX_RATE_LIMIT_SECONDS:
+            if attempt == MAX_RATE_LIMIT_WAITS or seconds > MAX_RATE_LIMIT_SECONDS:
                 break
             self._sleep(seconds)
         raise StreamInterrupted(
