@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -60,10 +61,12 @@ class StreamState(BaseModel):
         self.done_ids = [*self.done_ids, *ids]
         self.compact()
 
-    def advance(self, to: int) -> None:
-        """Move the watermark forward (never back) and drop done ids it now covers."""
-        if self.watermark is None or to > self.watermark:
+    def advance(self, to: int | None, done: Iterable[int] = ()) -> None:
+        """Move the watermark forward (never back), add `done` ids, drop those it now covers."""
+        if to is not None and (self.watermark is None or to > self.watermark):
             self.watermark = to
+        if done:
+            self.done_ids = [*self.done_ids, *done]
         self.compact()
 
     def compact(self) -> None:
