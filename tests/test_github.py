@@ -20,6 +20,7 @@ from pythia.github import (
     branch_name,
     fingerprint_in,
     github_client,
+    render_evidence_comment,
     render_pr_body,
 )
 from pythia.models import Edit, Evidence, Hit, Proposal
@@ -360,3 +361,28 @@ def test_revise_pushes_to_the_same_branch(docs_repo: Path, secrets_env: dict[str
         "github-actions[bot]|docs: revise as asked in review",
         "github-actions[bot]|docs: Document HTTPS_PROXY",
     ]
+
+
+def test_evidence_comment_keeps_earlier_reports_and_replaces_a_rerun() -> None:
+    first = render_evidence_comment(
+        proposal("kestrel_users:230"), previous_body=None, templates=environment()
+    )
+    second = render_evidence_comment(
+        proposal("kestrel_users:377"), previous_body=first, templates=environment()
+    )
+    assert second.count("<!-- pythia:evidence fingerprint=") == 1
+    assert second.index("thread=kestrel_users:230") < second.index("thread=kestrel_users:377")
+    rerun = render_evidence_comment(
+        proposal("kestrel_users:377"), previous_body=second, templates=environment()
+    )
+    assert rerun == second
+
+
+@pytest.mark.vcr
+def test_a_pr_closed_while_no_workflow_listened_is_learned(
+    docs_repo: Path, secrets_env: dict[str, str]
+) -> None:
+    ledger = open_ledger()
+    published = publisher(docs_repo, ledger).publish(proposal())
+    assert (published.action, published.number) == ("skipped", 42)
+    assert ledger.proposals[FINGERPRINT].status == "rejected"

@@ -341,13 +341,12 @@ class GitHubPublisher:
             # No open PR uses this branch (checked above), so an existing one is left over
             # from a run that died before opening its PR: replace it.
             self.branches.push(sha, branch, expected=self.branches.remote_head(branch))
-            labels = self._ensure_labels([*self.config.labels, proposal.category])
             pr = self._create_pull(proposal, branch=branch, base=base)
-            pr.add_to_labels(*labels)
         except (GithubException, git.GitCommandError) as error:
             reason = _one_line(error)
             self._record(proposal, entry, status="failed", reason=reason, branch=branch)
             raise PublishError(f"could not open a PR for '{proposal.title}': {reason}") from None
+        self._label(pr, [*self.config.labels, proposal.category])
         self.open_prs().append(pr)
         self.opened_this_run += 1
         self._record(proposal, entry, status="open", pr=pr, branch=branch)
@@ -370,6 +369,13 @@ class GitHubPublisher:
                     base=base, head=branch, title=proposal.title, body=body, draft=False
                 )
             raise
+
+    def _label(self, pr: PullRequest, names: Sequence[str]) -> None:
+        # Labels are a convenience: a PR without them is still a good PR.
+        try:
+            pr.add_to_labels(*self._ensure_labels(names))
+        except GithubException as error:
+            log.warning("could not label #%s: %s", pr.number, _one_line(error))
 
     def _ensure_labels(self, names: Sequence[str]) -> list[str]:
         wanted = list(dict.fromkeys(n for n in names if n and n != "no-doc-value"))
