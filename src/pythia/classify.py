@@ -169,9 +169,10 @@ def _classify_batch(
             into.failed[thread.key] = str(error)
         return []
     for item in reply.verdicts:
-        thread = by_id.get(item.thread.strip())
-        if thread is None or thread.key in into.verdicts:
+        found = by_id.get(item.thread.strip())
+        if found is None or found.key in into.verdicts:
             continue
+        thread = found
         category = item.category.strip().lower()
         if category not in config.categories:
             continue  # treated as missing: asked again once

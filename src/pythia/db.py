@@ -28,7 +28,8 @@ def _driver() -> ModuleType:
             probe.close()
     import sqlean
 
-    return sqlean
+    module: ModuleType = sqlean
+    return module
 
 
 def connect(path: Path | str) -> Any:

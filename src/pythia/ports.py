@@ -1,4 +1,4 @@
-"""The small protocols the pipeline is wired through: sources, the LLM, the embedder, the publisher."""
+"""The small protocols the pipeline is wired through: sources, LLM, embedder, publisher."""
 
 from __future__ import annotations
 

@@ -1,0 +1,254 @@
+"""The one place where the stages are wired together: sources to published proposals."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from . import threads as threading_
+from .classify import classify
+from .config import Config
+from .edits import PathPolicy
+from .models import Message, RunReport, StreamReport, Thread, Verdict
+from .ports import LLM, Published, Publisher
+from .propose import NoChange, ProposalFailed, Searcher, propose
+from .safety import check_proposal
+from .sources import ChatSource, read_stream
+from .state import StateStore, StreamState
+from .structured import MalformedReply
+from .usage import BudgetExhausted, UsageMeter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Deps:
+    """What a run talks to; `cli.py` builds the real ones, tests hand in their own."""
+
+    sources: Sequence[ChatSource]
+    llm: LLM
+    search: Searcher
+    read: Callable[[str], str | None]
+    publisher: Publisher
+    store: StateStore
+    meter: UsageMeter
+    docs_domains: set[str] = field(default_factory=set)
+    repo_root: Path | None = None
+    clock: Callable[[], float] = time.monotonic
+    since: bool = False
+
+
+@dataclass
+class _Stream:
+    state: StreamState
+    report: StreamReport
+    after: int | None
+    fetched: list[Message]
+    settled: list[Thread]
+    recorded: set[int] = field(default_factory=set)
+
+
+class StopRun(Exception):
+    """The run's budget (time, calls or tokens) is spent: start nothing new."""
+
+
+def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> RunReport:
+    """Read, classify, propose, publish; record every thread's outcome; save state."""
+    report = RunReport(dry_run=dry_run)
+    started = deps.clock()
+    deadline = started + config.limits.time_budget_minutes * 60
+
+    def should_stop() -> bool:
+        if deps.clock() >= deadline:
+            report.stopped_early = report.stopped_early or "the time budget is spent"
+            return True
+        reason = deps.meter.exhausted_reason
+        if reason is not None:
+            report.stopped_early = report.stopped_early or reason
+            return True
+        return False
+
+    with _stage(report, "ingest", deps.clock):
+        streams = [
+            _ingest(source, config, deps.store, now, deps.since) for source in deps.sources
+        ]
+    report.streams = [stream.report for stream in streams]
+    by_key = {thread.key: (stream, thread) for stream in streams for thread in stream.settled}
+
+    with _stage(report, "classify", deps.clock):
+        try:
+            classification = classify(
+                [thread for _, thread in by_key.values()],
+                config=config,
+                llm=deps.llm,
+                repo_root=deps.repo_root,
+                should_stop=should_stop,
+            )
+        except BudgetExhausted as error:
+            report.stopped_early = str(error)
+            classification = None
+    if classification is not None:
+        report.prefiltered = len(classification.dropped)
+        for key in classification.dropped:
+            _record(by_key[key], "prefiltered")
+        for key, reason in classification.failed.items():
+            _fail(by_key[key], reason, config, report)
+        for key, verdict in classification.verdicts.items():
+            report.classified[verdict.category] = report.classified.get(verdict.category, 0) + 1
+            if not verdict.doc_value:
+                _record(by_key[key], "no doc value")
+
+        with _stage(report, "propose", deps.clock):
+            valuable = [v for v in classification.verdicts.values() if v.doc_value]
+            for verdict in valuable:
+                if should_stop():
+                    break
+                stream, thread = by_key[verdict.thread_key]
+                try:
+                    _propose_and_publish(thread, verdict, config, deps, report)
+                except BudgetExhausted as error:
+                    report.stopped_early = str(error)
+                    break
+                except (ProposalFailed, MalformedReply) as error:
+                    _fail((stream, thread), str(error), config, report)
+                    continue
+                _record((stream, thread), "proposal handled")
+
+    with _stage(report, "save", deps.clock):
+        for stream in streams:
+            _advance(stream, now)
+            if not dry_run:
+                deps.store.save_stream(stream.state)
+    report.usage = deps.meter.totals()
+    return report
+
+
+def _ingest(
+    source: ChatSource, config: Config, store: StateStore, now: datetime, since: bool
+) -> _Stream:
+    state = store.load_stream(source.stream)
+    if since:
+        # --since reprocesses: start where the source's (overridden) `start` says.
+        state.watermark = None
+        state.done_ids = []
+    report = StreamReport(stream=source.stream, watermark_before=state.watermark)
+    try:
+        batch = read_stream(source, state.watermark)
+    except Exception as error:  # one broken stream must not stop the others
+        report.error = _one_line(error)
+        log.warning("stream %s: %s", source.stream, report.error)
+        return _Stream(state=state, report=report, after=state.watermark, fetched=[], settled=[])
+    finally:
+        source.close()
+    if batch.interrupted:
+        report.error = batch.interrupted
+        log.warning("stream %s: %s", source.stream, batch.interrupted)
+    done = set(state.done_ids)
+    grouped = threading_.group_threads(
+        list(batch.messages),
+        gap_minutes=config.threads.gap_minutes,
+        context_messages=config.threads.context_messages,
+    )
+    settled = [
+        todo
+        for thread in grouped
+        if threading_.settled(thread, now, config.threads.settle_minutes)
+        and (todo := threading_.pending(thread, done)) is not None
+    ]
+    report.messages_read = sum(1 for message in batch.messages if message.id not in done)
+    report.threads = len(grouped)
+    report.threads_settled = len(settled)
+    state.last_read_at = now
+    state.messages_read_total += report.messages_read
+    return _Stream(
+        state=state, report=report, after=batch.after, fetched=list(batch.messages),
+        settled=settled,
+    )
+
+
+def _propose_and_publish(
+    thread: Thread, verdict: Verdict, config: Config, deps: Deps, report: RunReport
+) -> None:
+    policy = PathPolicy.from_config(config.docs)
+    outcome = propose(
+        thread,
+        verdict,
+        config=config,
+        llm=deps.llm,
+        search=deps.search,
+        read=deps.read,
+        policy=policy,
+        repo_root=deps.repo_root,
+    )
+    if isinstance(outcome, NoChange):
+        report.skipped.append((thread.key, f"no change: {outcome.reason}"))
+        return
+    if outcome.confidence < config.publish.min_confidence:
+        report.skipped.append((thread.key, f"confidence {outcome.confidence:.2f} is too low"))
+        return
+    before = {path: deps.read(path) or "" for path, _ in outcome.files}
+    problems = check_proposal(
+        before=before,
+        after=dict(outcome.files),
+        docs_domains=deps.docs_domains,
+        allowed_domains=config.docs.allowed_link_domains,
+        max_changed_lines=config.limits.max_changed_lines,
+    )
+    if problems:
+        report.skipped.append((thread.key, "refused: " + "; ".join(problems)))
+        return
+    published: Published = deps.publisher.publish(outcome)
+    if published.action == "opened":
+        report.proposals_opened.append(published.url)
+    elif published.action == "updated":
+        report.proposals_updated.append(published.url)
+    else:
+        report.skipped.append((thread.key, published.reason or published.action))
+
+
+def _record(entry: tuple[_Stream, Thread], outcome: str) -> None:
+    stream, thread = entry
+    stream.recorded.update(thread.message_ids)
+    stream.state.failures.pop(thread.key, None)
+    log.debug("thread %s: %s", thread.key, outcome)
+
+
+def _fail(entry: tuple[_Stream, Thread], reason: str, config: Config, report: RunReport) -> None:
+    """Count a failure; after `max_failures` the thread is given up and its outcome recorded."""
+    stream, thread = entry
+    count = stream.state.record_failure(thread.key, reason)
+    report.failed.append((thread.key, reason))
+    if count >= config.threads.max_failures:
+        _record(entry, f"gave up after {count} failures")
+
+
+def _advance(stream: _Stream, now: datetime) -> None:
+    state = stream.state
+    if stream.after is None:
+        return  # the stream could not even say where to start; nothing moves
+    done = set(state.done_ids) | stream.recorded
+    watermark = threading_.next_watermark(
+        [message.id for message in stream.fetched], done=done, watermark=stream.after
+    )
+    state.mark_done(sorted(stream.recorded))
+    state.advance(watermark)
+    stream.report.watermark_after = state.watermark
+
+
+@contextmanager
+def _stage(report: RunReport, name: str, clock: Callable[[], float]) -> Iterator[None]:
+    started = clock()
+    try:
+        yield
+    finally:
+        report.stage_seconds[name] = report.stage_seconds.get(name, 0.0) + clock() - started
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:300]

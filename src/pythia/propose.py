@@ -1,0 +1,234 @@
+"""A verdict and its retrieved docs to a grounded proposal, with the edit-reflection loop."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from . import prompts
+from .classify import estimate_tokens
+from .config import Config
+from .edits import EditError, PathPolicy, apply_edits, unified_diff
+from .models import Edit, Evidence, Hit, Proposal, Thread, Verdict
+from .ports import LLM, GenerateRequest
+from .safety import sanitize_for_publishing
+from .structured import generate_model
+
+log = logging.getLogger(__name__)
+
+Searcher = Callable[[str, int], list[Hit]]
+QUOTE_CHARS = 280
+
+
+class EditBlock(BaseModel):
+    path: str
+    search: str
+    replace: str
+    reason: str = ""
+
+
+class ProposeReply(BaseModel):
+    change: bool = Field(description="false when the docs should not change")
+    reason: str = Field("", description="why not, when change is false")
+    title: str = ""
+    summary: str = ""
+    reasoning: str = ""
+    confidence: float = 0.0
+    evidence: list[int] = Field(default_factory=list, description="message indices relied on")
+    edits: list[EditBlock] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NoChange:
+    """The model decided the docs need no change, and why."""
+
+    reason: str
+
+
+class ProposalFailed(Exception):
+    """No applicable proposal came out of the allowed attempts."""
+
+
+@dataclass(frozen=True)
+class DocFile:
+    path: str
+    text: str
+
+
+def retrieve(verdict: Verdict, *, search: Searcher, k: int) -> list[Hit]:
+    """Best sections for the verdict's queries, fused by reciprocal rank across queries."""
+    queries = [*verdict.queries] or [verdict.summary]
+    if verdict.keywords:
+        queries.append(" ".join(verdict.keywords))
+    scores: dict[tuple[str, str, str], float] = {}
+    hits: dict[tuple[str, str, str], Hit] = {}
+    for query in queries:
+        for rank, hit in enumerate(search(query, k), 1):
+            key = (hit.path, hit.anchor, hit.text[:80])
+            scores[key] = scores.get(key, 0.0) + 1.0 / (60 + rank)
+            hits.setdefault(key, hit)
+    ordered = sorted(scores, key=lambda key: scores[key], reverse=True)[:k]
+    return [
+        Hit(hits[key].path, hits[key].heading, hits[key].anchor, scores[key], hits[key].text)
+        for key in ordered
+    ]
+
+
+def pick_files(
+    hits: Sequence[Hit], *, read: Callable[[str], str | None], budget_tokens: int
+) -> list[DocFile]:
+    """Whole files of the best hits, best first, within the token budget (at least one)."""
+    files: list[DocFile] = []
+    used = 0
+    for path in dict.fromkeys(hit.path for hit in hits):
+        text = read(path)
+        if text is None:
+            continue
+        cost = estimate_tokens(text)
+        if files and used + cost > budget_tokens:
+            continue
+        files.append(DocFile(path, text))
+        used += cost
+    return files
+
+
+def fingerprint(path: str, section: str) -> str:
+    """Same file and section, same fingerprint: a later run finds the same branch and PR."""
+    return hashlib.sha256(f"{path}#{section}".encode()).hexdigest()[:16]
+
+
+_HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$")
+_FENCE = re.compile(r"^\s{0,3}(```|~~~)")
+
+
+def section_of(text: str, search: str) -> str:
+    """The heading above where `search` starts in `text` (empty for the top of the file)."""
+    if not search.strip():
+        return ""
+    first = next(line for line in search.splitlines() if line.strip()).strip()
+    heading = ""
+    fenced = False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            fenced = not fenced
+        elif not fenced and (match := _HEADING.match(line)):
+            heading = match.group(2).strip().lower()
+        if line.strip() == first or first in line:
+            return heading
+    return heading
+
+
+def propose(
+    thread: Thread,
+    verdict: Verdict,
+    *,
+    config: Config,
+    llm: LLM,
+    search: Searcher,
+    read: Callable[[str], str | None],
+    policy: PathPolicy,
+    repo_root: Path | None = None,
+    instruction: str | None = None,
+) -> Proposal | NoChange:
+    """Ask for edits, apply them to a scratch copy, and feed failures back at most twice."""
+    hits = retrieve(verdict, search=search, k=config.limits.search_k)
+    files = pick_files(hits, read=read, budget_tokens=config.limits.propose_context_tokens)
+    if not files:
+        return NoChange("no documentation file matched the conversation")
+    context = prompts.message_rows(thread.context, role="context")
+    rows = [*context, *prompts.message_rows(thread.messages, start=len(context) + 1)]
+    texts = {file.path: file.text for file in files}
+    feedback = ""
+    attempts = config.limits.max_edit_retries + 1
+    for attempt in range(1, attempts + 1):
+        request = GenerateRequest(
+            stage="propose",
+            model=config.models.propose,
+            system=prompts.render("system.md.j2", repo_root=repo_root, project=config.project),
+            prompt=prompts.render(
+                "propose.md.j2",
+                repo_root=repo_root,
+                project=config.project,
+                verdict=verdict,
+                messages=rows,
+                hits=hits,
+                files=files,
+                new_file_dirs=config.docs.new_file_dirs,
+                instruction=instruction,
+                feedback=feedback,
+            ),
+            schema=ProposeReply,
+            temperature=config.models.temperature,
+            max_output_tokens=config.models.max_output_tokens,
+            thinking_budget=config.models.thinking_budget,
+        )
+        reply, _ = generate_model(llm, request, ProposeReply)
+        if not reply.change or not reply.edits:
+            return NoChange(reply.reason.strip() or "the model proposed no change")
+        edits = tuple(Edit(e.path.strip(), e.search, e.replace, e.reason) for e in reply.edits)
+        try:
+            changed = apply_edits(texts, edits, allowed=policy)
+        except EditError as error:
+            feedback = str(error)
+            log.info("proposal for %s: edits did not apply (attempt %d)", thread.key, attempt)
+            continue
+        if not changed:
+            feedback = "Your edits changed nothing: the replace text equals the search text."
+            continue
+        return _proposal(thread, verdict, reply, edits, texts, changed, hits, config)
+    raise ProposalFailed(f"edits did not apply after {attempts} attempts: {feedback}")
+
+
+def _proposal(
+    thread: Thread,
+    verdict: Verdict,
+    reply: ProposeReply,
+    edits: tuple[Edit, ...],
+    before: dict[str, str],
+    after: dict[str, str],
+    hits: Sequence[Hit],
+    config: Config,
+) -> Proposal:
+    first = edits[0]
+    section = section_of(before.get(first.path, ""), first.search)
+    offset = len(thread.context)
+    by_index = {offset + number: message for number, message in enumerate(thread.messages, 1)}
+    evidence = tuple(
+        Evidence(
+            message_id=message.id,
+            author=message.author,
+            sent_at=message.sent_at,
+            quote=_quote(message.text) if config.publish.evidence_quotes else "",
+            permalink=message.permalink,
+        )
+        for index in dict.fromkeys(reply.evidence)
+        if (message := by_index.get(index)) is not None
+    )
+    old = {path: before.get(path, "") for path in after}
+    return Proposal(
+        fingerprint=fingerprint(first.path, section),
+        stream=thread.stream,
+        thread_key=thread.key,
+        category=verdict.category,
+        title=sanitize_for_publishing(reply.title.strip() or verdict.summary)[:120],
+        summary=sanitize_for_publishing(reply.summary.strip() or verdict.summary),
+        reasoning=sanitize_for_publishing(reply.reasoning.strip() or verdict.reason),
+        confidence=min(max(reply.confidence, 0.0), 1.0),
+        edits=edits,
+        diff=unified_diff(old, after),
+        files=tuple(sorted(after.items())),
+        evidence=evidence,
+        sources=tuple(hits),
+    )
+
+
+def _quote(text: str) -> str:
+    flat = " ".join(text.split())
+    clipped = flat if len(flat) <= QUOTE_CHARS else flat[: QUOTE_CHARS - 1] + "…"
+    return sanitize_for_publishing(clipped)
