@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections import deque
 from collections.abc import Sequence
 
-from pythia.ports import EmbedTask
+from pythia.models import Usage
+from pythia.ports import EmbedTask, GenerateRequest, Generation
 
 _WORD = re.compile(r"\w+")
 # Function words would dominate short texts' vectors and make unrelated texts look alike.
@@ -61,3 +63,27 @@ class HashEmbedder:
         if norm == 0:
             values[0], norm = 1.0, 1.0
         return [v / norm for v in values]
+
+
+class ScriptedLLM:
+    """`ports.LLM` that answers with queued texts, in order, and keeps every request it got."""
+
+    def __init__(self) -> None:
+        self.requests: list[GenerateRequest] = []
+        self._replies: deque[Generation] = deque()
+
+    def enqueue(self, text: str, *, usage: Usage | None = None) -> ScriptedLLM:
+        self._replies.append(Generation(text=text, usage=usage or Usage()))
+        return self
+
+    @property
+    def pending(self) -> int:
+        return len(self._replies)
+
+    def generate(self, request: GenerateRequest) -> Generation:
+        self.requests.append(request)
+        if not self._replies:
+            raise AssertionError(
+                f"ScriptedLLM got a {request.stage} request but has no reply left; enqueue one"
+            )
+        return self._replies.popleft()
