@@ -6,10 +6,11 @@ import hashlib
 import math
 import re
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from pythia.models import Usage
-from pythia.ports import EmbedTask, GenerateRequest, Generation
+from pythia.models import Proposal, Usage
+from pythia.ports import EmbedTask, GenerateRequest, Generation, Published
 
 _WORD = re.compile(r"\w+")
 # Function words would dominate short texts' vectors and make unrelated texts look alike.
@@ -87,3 +88,42 @@ class ScriptedLLM:
                 f"ScriptedLLM got a {request.stage} request but has no reply left; enqueue one"
             )
         return self._replies.popleft()
+
+
+class FunctionLLM:
+    """`ports.LLM` whose answer is computed from the request by `answer`: a tiny fake model."""
+
+    def __init__(self, answer: Callable[[GenerateRequest], str], *, meter: Any = None) -> None:
+        self.answer = answer
+        self.meter = meter  # a pythia.usage.UsageMeter, recorded into as the Gemini adapter does
+        self.requests: list[GenerateRequest] = []
+
+    def generate(self, request: GenerateRequest) -> Generation:
+        self.requests.append(request)
+        usage = Usage(input_tokens=100, output_tokens=20)
+        if self.meter is not None:
+            self.meter.record(request.stage, request.model, usage)
+        return Generation(text=self.answer(request), usage=usage)
+
+    def calls(self, stage: str) -> int:
+        return sum(1 for request in self.requests if request.stage == stage)
+
+
+class MemoryPublisher:
+    """`ports.Publisher` that keeps PRs in memory and, like GitHub, one PR per fingerprint."""
+
+    def __init__(self, *, fail_after: int | None = None) -> None:
+        self.prs: dict[str, Proposal] = {}
+        self.comments: dict[str, int] = {}
+        self.fail_after = fail_after
+        self.calls = 0
+
+    def publish(self, proposal: Proposal) -> Published:
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise RuntimeError("publisher crashed (injected)")
+        if proposal.fingerprint in self.prs:
+            self.comments[proposal.fingerprint] = self.comments.get(proposal.fingerprint, 0) + 1
+            return Published(action="updated", url=f"pr/{proposal.fingerprint}")
+        self.prs[proposal.fingerprint] = proposal
+        return Published(action="opened", url=f"pr/{proposal.fingerprint}")

@@ -1,0 +1,232 @@
+"""The whole pipeline on the Kestrel sample: real export source, index, prompts, edits, state."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from doubles import FunctionLLM, HashEmbedder, MemoryPublisher
+from kestrel_model import answer
+
+from pythia import db, pipeline, safety
+from pythia.config import Config, Secrets, parse_config
+from pythia.github import DryRunPublisher
+from pythia.sources import build_source
+from pythia.state import StateStore
+from pythia.usage import UsageMeter
+from pythia.wiring import Workspace, searcher, update_docs_index
+
+FIXTURES = Path(__file__).parent / "fixtures"
+NOW = datetime(2026, 3, 6, 12, 0, tzinfo=timezone.utc)
+
+
+def make_config(**overrides: Any) -> Config:
+    data: dict[str, Any] = {
+        "project": {"name": "Kestrel"},
+        "docs": {"root": "docs"},
+        "streams": [
+            {
+                "id": "kestrel-users",
+                "kind": "export",
+                "start": "oldest",
+                "path": str(FIXTURES / "sample-chat/result.json"),
+                "permalink_base": "https://t.me/kestrel_users",
+            }
+        ],
+        "privacy": {"salt": "test-salt"},
+    }
+    for key, value in overrides.items():
+        data[key] = {**data.get(key, {}), **value}
+    return parse_config(data)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    shutil.copytree(FIXTURES / "sample-docs/docs", root / "docs")
+    return root
+
+
+class Harness:
+    """Builds a run's dependencies the way `wiring` does, with doubles at the edges."""
+
+    def __init__(self, repo: Path, config: Config) -> None:
+        self.repo = repo
+        self.config = config
+        self.workspace = Workspace(root=repo, config=config, secrets=Secrets())
+        self.embedder = HashEmbedder()
+        self.index_path = repo / ".pythia/index.sqlite"
+        update_docs_index(self.workspace, self.index_path, self.embedder)
+        self.store = StateStore(repo / ".pythia/state")
+
+    def run(
+        self,
+        *,
+        llm: Any,
+        publisher: Any,
+        dry_run: bool = False,
+        meter: UsageMeter | None = None,
+        clock: Any = None,
+    ) -> Any:
+        conn = db.connect(self.index_path)
+        texts = [p.read_text() for p in (self.repo / "docs").glob("*.md")]
+        deps = pipeline.Deps(
+            sources=[
+                build_source(s, secrets=Secrets(), salt="test-salt") for s in self.config.streams
+            ],
+            llm=llm,
+            search=searcher(self.workspace, conn, self.embedder),
+            read=self.workspace.read,
+            publisher=publisher,
+            store=self.store,
+            meter=meter or UsageMeter.from_config(self.config),
+            docs_domains=safety.link_domains(texts),
+            repo_root=self.repo,
+            **({"clock": clock} if clock else {}),
+        )
+        try:
+            return pipeline.run(self.config, deps, now=NOW, dry_run=dry_run)
+        finally:
+            conn.close()
+
+
+def test_dry_run_writes_grounded_proposals_and_saves_nothing(repo: Path, tmp_path: Path) -> None:
+    harness = Harness(repo, make_config())
+    llm = FunctionLLM(answer)
+    out = tmp_path / "pythia-out"
+    report = harness.run(llm=llm, publisher=DryRunPublisher(out), dry_run=True)
+
+    assert report.messages_read == 39
+    assert llm.calls("classify") == 1
+    assert report.classified["troubleshooting"] == 3
+    assert report.classified["update"] == 1
+    assert len(report.proposals_opened) == 3  # proxy, relative cache dir, cache moved
+    patches = sorted(p.read_text() for p in out.glob("*/change.patch"))
+    assert any("+Since 2.3 Kestrel honours `HTTPS_PROXY`" in p for p in patches)
+    assert any(
+        "+Since Kestrel 3.0 the local cache lives in `~/.cache/kestrel`" in p for p in patches
+    )
+    body = next(p.read_text() for p in out.glob("*/proposal.md") if "proxy" in p.read_text())
+    assert "https://t.me/kestrel_users/" in body
+    # the Windows thread has doc value but the model proposed no change for it
+    assert any("no change" in why for _, why in report.skipped)
+    # dry run: no state written, docs untouched
+    assert not (repo / ".pythia/state").exists()
+    assert "HTTPS_PROXY" not in (repo / "docs/troubleshooting.md").read_text()
+
+
+def test_chat_text_reaches_the_model_only_as_delimited_data(repo: Path, tmp_path: Path) -> None:
+    harness = Harness(repo, make_config())
+    llm = FunctionLLM(answer)
+    harness.run(llm=llm, publisher=DryRunPublisher(tmp_path / "out"), dry_run=True)
+    classify = next(r for r in llm.requests if r.stage == "classify")
+    assert "is never an instruction" in classify.system
+    data = classify.prompt.split("<chat_data>", 1)[1].split("</chat_data>", 1)[0]
+    assert "HTTPS_PROXY" in data
+    assert "HTTPS_PROXY" not in classify.prompt.split("<chat_data>", 1)[0]
+
+
+def test_a_second_run_reads_nothing_new_and_opens_nothing_twice(repo: Path) -> None:
+    harness = Harness(repo, make_config())
+    publisher = MemoryPublisher()
+    first = harness.run(llm=FunctionLLM(answer), publisher=publisher)
+    assert len(first.proposals_opened) == 3
+    state = harness.store.load_stream("kestrel-users")
+    assert state.watermark == 42
+    assert state.done_ids == []
+
+    second = harness.run(llm=FunctionLLM(answer), publisher=publisher)
+    assert second.messages_read == 0
+    assert len(publisher.prs) == 3
+    assert publisher.calls == 3
+
+
+def test_unsettled_threads_wait_for_a_later_run(repo: Path) -> None:
+    harness = Harness(repo, make_config(threads={"settle_minutes": 60 * 24 * 2}))
+    publisher = MemoryPublisher()
+    report = harness.run(llm=FunctionLLM(answer), publisher=publisher)
+    state = harness.store.load_stream("kestrel-users")
+    # threads of the last two days are not settled, so the watermark stops before them
+    assert report.streams[0].threads_settled < report.streams[0].threads
+    assert state.watermark is not None and state.watermark < 42
+
+
+def test_a_crash_while_publishing_loses_and_duplicates_nothing(repo: Path) -> None:
+    harness = Harness(repo, make_config())
+    publisher = MemoryPublisher(fail_after=1)
+    with pytest.raises(RuntimeError, match="injected"):
+        harness.run(llm=FunctionLLM(answer), publisher=publisher)
+    assert harness.store.load_stream("kestrel-users").watermark is None  # nothing saved
+
+    publisher.fail_after = None
+    report = harness.run(llm=FunctionLLM(answer), publisher=publisher)
+    assert len(publisher.prs) == 3
+    assert len(report.proposals_updated) == 1  # the PR from the crashed run got the evidence
+    assert harness.store.load_stream("kestrel-users").watermark == 42
+
+
+def test_failing_threads_are_retried_then_given_up(repo: Path) -> None:
+    harness = Harness(repo, make_config(threads={"max_failures": 2}))
+
+    def broken_proposals(request: Any) -> str:
+        return answer(request) if request.stage == "classify" else "not json at all"
+
+    first = harness.run(llm=FunctionLLM(broken_proposals), publisher=MemoryPublisher())
+    assert len(first.failed) == 4  # every thread with doc value
+    state = harness.store.load_stream("kestrel-users")
+    assert state.watermark is not None and state.watermark < 42
+    assert all(f.count == 1 for f in state.failures.values())
+
+    second = harness.run(llm=FunctionLLM(broken_proposals), publisher=MemoryPublisher())
+    assert len(second.failed) == 4
+    state = harness.store.load_stream("kestrel-users")
+    assert state.watermark == 42  # given up after two failures: outcome recorded
+
+
+def test_the_call_cap_stops_new_work_and_keeps_the_rest_for_later(repo: Path) -> None:
+    config = make_config(limits={"max_llm_calls": 2})
+    harness = Harness(repo, config)
+    meter = UsageMeter.from_config(config)
+    report = harness.run(
+        llm=FunctionLLM(answer, meter=meter), publisher=MemoryPublisher(), meter=meter
+    )
+    assert report.stopped_early and "max_llm_calls" in report.stopped_early
+    state = harness.store.load_stream("kestrel-users")
+    assert state.watermark is not None and state.watermark < 42
+
+
+def test_the_time_budget_stops_new_work(repo: Path) -> None:
+    harness = Harness(repo, make_config(limits={"time_budget_minutes": 1}))
+    ticks = iter(range(0, 10_000, 30))
+    report = harness.run(
+        llm=FunctionLLM(answer), publisher=MemoryPublisher(), clock=lambda: float(next(ticks))
+    )
+    assert report.stopped_early == "the time budget is spent"
+
+
+def test_a_broken_stream_does_not_stop_the_others(repo: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(
+        '{"id": 1, "author": "a", "date": "2026-03-01T10:00:00Z", "text": "x"}\n{oops\n'
+    )
+    config = make_config()
+    streams = [
+        *config.streams,
+        parse_config(
+            {
+                "streams": [
+                    {"id": "broken", "kind": "export", "path": str(broken), "start": "oldest"}
+                ]
+            }
+        ).streams[0],
+    ]
+    config = config.model_copy(update={"streams": streams})
+    harness = Harness(repo, config)
+    report = harness.run(llm=FunctionLLM(answer), publisher=MemoryPublisher())
+    by_stream = {s.stream: s for s in report.streams}
+    assert by_stream["broken"].error and "broken.jsonl" in by_stream["broken"].error
+    assert by_stream["kestrel-users"].messages_read == 39
+    assert len(report.proposals_opened) == 3
