@@ -70,9 +70,11 @@ EDITS = {
     ),
     "Since 3.0": (
         "docs/cache.md",
-        "The local cache lives in `~/.kestrel/cache`. Each project gets its own folder inside it, named",
+        "The local cache lives in `~/.kestrel/cache`. Each project gets its own folder "
+        "inside it, named",
         "Since Kestrel 3.0 the local cache lives in `~/.cache/kestrel` (or\n"
-        "`$XDG_CACHE_HOME/kestrel` when that is set). Each project gets its own folder inside it, named",
+        "`$XDG_CACHE_HOME/kestrel` when that is set). Each project gets its own folder "
+        "inside it, named",
     ),
 }
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from doubles import FunctionLLM, HashEmbedder, MemoryPublisher
 from kestrel_model import answer
-
 from pythia import db, pipeline, safety
 from pythia.config import Config, Secrets, parse_config
 from pythia.github import DryRunPublisher
