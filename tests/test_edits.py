@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -533,3 +534,19 @@ def test_changed_lines_is_not_fooled_by_content_that_looks_like_headers() -> Non
     before = {"docs/x.md": "a\n-- not a header\nb\n"}
     after = {"docs/x.md": "a\n++ still content\nb\n"}
     assert changed_lines(unified_diff(before, after)) == 2
+
+
+def test_a_failed_search_on_a_long_page_is_answered_quickly() -> None:
+    # Scoring every window with difflib took minutes on a page like this.
+    words = ["kestrel", "cache", "task", "run", "deps", "inputs", "outputs", "remote"]
+    lines = [
+        " ".join(words[(i * 7 + k * 3) % len(words)] for k in range(10)) + f" {i}"
+        for i in range(3000)
+    ]
+    page = "\n".join(lines) + "\n"
+    typo = "\n".join(lines[1500:1510]).replace("cache", "cashe")
+    started = time.perf_counter()
+    with pytest.raises(SearchNotFound) as caught:
+        apply_edits({"docs/long.md": page}, [Edit("docs/long.md", typo, "x")], allowed=POLICY)
+    assert time.perf_counter() - started < 3.0
+    assert lines[1500] in str(caught.value)

@@ -6,6 +6,8 @@ Fake secrets are assembled from pieces so this file itself never trips a secret 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pythia.safety import (
@@ -414,3 +416,25 @@ def test_link_domains_collects_hosts_without_www_and_ports() -> None:
         '`remote = "https://cache.example.com:8443"` and https://user:pw@git.acme.io/r',
     ]
     assert link_domains(texts) == {"kestrel.dev", "localhost", "cache.example.com", "git.acme.io"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "password" * 5000,  # once quadratic in the key pattern
+        "x@" + ("a" * 60 + ".") * 500,  # once exponential in the e-mail domain pattern
+        "` " * 20000,  # once quadratic in finding code spans
+        "<" * 20000,
+    ],
+)
+def test_pathological_input_is_handled_in_linear_time(text: str) -> None:
+    started = time.perf_counter()
+    sanitize_for_publishing(text)
+    check_proposal(
+        before={},
+        after={"docs/x.md": text},
+        docs_domains=set(),
+        allowed_domains=[],
+        max_changed_lines=10,
+    )
+    assert time.perf_counter() - started < 2.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import posixpath
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -317,22 +318,45 @@ def _locate(lines: list[str], search: list[str], replace: list[str]) -> list[_Ma
 # ---------------------------------------------------------------- messages
 
 
+def _similarity(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a.strip(), b.strip(), autojunk=False).ratio()
+
+
+def _candidate_starts(lines: list[str], search: list[str], limit: int = 5) -> set[int]:
+    """Likely starts of the intended lines: where its lines recur, and lines like its first."""
+    wanted = {line.strip(): i for i, line in enumerate(search) if line.strip()}
+    votes = Counter(
+        j - wanted[line.strip()] for j, line in enumerate(lines) if line.strip() in wanted
+    )
+    starts = {start for start, _ in votes.most_common(limit)}
+    anchor = next((line for line in search if line.strip()), "")
+    scored: list[tuple[float, int]] = []
+    offset = search.index(anchor) if anchor else 0
+    for j, line in enumerate(lines):
+        floor = scored[-1][0] if len(scored) >= limit else 0.0
+        matcher = difflib.SequenceMatcher(None, anchor.strip(), line.strip(), autojunk=False)
+        if matcher.real_quick_ratio() <= floor or matcher.quick_ratio() <= floor:
+            continue
+        scored = sorted([*scored, (matcher.ratio(), j - offset)], reverse=True)[:limit]
+    return starts | {start for _, start in scored}
+
+
 def _closest_lines(lines: list[str], search: list[str]) -> list[str]:
-    """The window of the file most similar to the search, if it is similar enough to help."""
+    """The window of the file most like the search, if it is similar enough to help the model.
+
+    Only a few likely starts are scored, line by line, so a long page stays fast.
+    """
     if not lines or not search:
         return []
-    wanted = "\n".join(line.strip() for line in search)
     size = min(len(search), len(lines))
-    best, best_ratio = 0, 0.0
-    for i in range(len(lines) - size + 1):
-        window = "\n".join(line.strip() for line in lines[i : i + size])
-        matcher = difflib.SequenceMatcher(None, wanted, window, autojunk=False)
-        if matcher.real_quick_ratio() <= best_ratio or matcher.quick_ratio() <= best_ratio:
-            continue
-        ratio = matcher.ratio()
-        if ratio > best_ratio:
-            best, best_ratio = i, ratio
-    return lines[best : best + size] if best_ratio >= _SIMILAR_ENOUGH else []
+    best, best_score = 0, 0.0
+    for start in _candidate_starts(lines, search):
+        start = min(max(start, 0), len(lines) - size)
+        window = lines[start : start + size]
+        score = sum(map(_similarity, search, window)) / size
+        if score > best_score:
+            best, best_score = start, score
+    return lines[best : best + size] if best_score >= _SIMILAR_ENOUGH else []
 
 
 def _not_found_message(path: str, lines: list[str], search: list[str]) -> str:

@@ -3,9 +3,11 @@ and the rules a proposal must pass."""
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import ipaddress
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -238,7 +240,8 @@ _DETECTORS: tuple[_Detector, ...] = (
         "an e-mail address",
         re.compile(
             r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
-            r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+            # Plain labels: nested optional parts here backtrack badly on long dotted text.
+            r"(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![\w-])"
         ),
         keep=_real_email,
     ),
@@ -286,7 +289,8 @@ _DETECTORS: tuple[_Detector, ...] = (
 
 # `password=...`, `api_key: "..."`, `"token" => '...'`: the value goes, the key stays.
 _ASSIGNMENT = re.compile(
-    rf"(?i)(?<![\w-])[\w.-]*?(?:{_KEY_WORDS})[\w.-]*[\"']?[ \t]*(?P<sep>=>|:=|=|:)[ \t]*"
+    rf"(?i)(?<![\w-])[\w.-]{{0,40}}?(?:{_KEY_WORDS})[\w.-]{{0,40}}"
+    r"[\"']?[ \t]*(?P<sep>=>|:=|=|:)[ \t]*"
     r"(?:\"(?P<dq>[^\"\n]+)\"|'(?P<sq>[^'\n]+)'|(?P<bare>[^\s\"'`,;)}\]]+))"
 )
 
@@ -361,41 +365,36 @@ def _code_spans(text: str) -> list[tuple[int, int]]:
 
     Unclosed fences and lone backticks protect nothing: text after them is still live markup.
     """
-    spans: list[tuple[int, int]] = []
+    fences: list[tuple[int, int]] = []
     fence = re.compile(r"^ {0,3}(`{3,}|~{3,})[^\n]*\n", re.MULTILINE)
     position = 0
-    while True:
-        opening = fence.search(text, position)
-        if opening is None:
-            break
+    while (opening := fence.search(text, position)) is not None:
         marker = opening.group(1)
         closing = re.compile(rf"^ {{0,3}}{re.escape(marker[0])}{{{len(marker)},}}[ \t]*$", re.M)
         end = closing.search(text, opening.end())
         if end is None:
             break
-        spans.append((opening.start(), end.end()))
+        fences.append((opening.start(), end.end()))
         position = end.end()
+    inline: list[tuple[int, int]] = []
     runs = re.compile(r"(?<!`)(`+)(?!`)")
-    inline_from = 0
-    while True:
-        run = runs.search(text, inline_from)
-        if run is None:
-            break
-        if _inside(run.start(), spans):
-            inline_from = run.end()
+    position = 0
+    while (run := runs.search(text, position)) is not None:
+        position = run.end()
+        if _inside(run.start(), fences):
             continue
-        ticks = run.group(1)
-        close = re.compile(rf"(?<!`){ticks}(?!`)").search(text, run.end())
-        if close is None or _inside(close.start(), spans):
-            inline_from = run.end()
+        close = re.compile(rf"(?<!`){run.group(1)}(?!`)").search(text, run.end())
+        if close is None or _inside(close.start(), fences):
             continue
-        spans.append((run.start(), close.end()))
-        inline_from = close.end()
-    return sorted(spans)
+        inline.append((run.start(), close.end()))
+        position = close.end()
+    return sorted(fences + inline)
 
 
 def _inside(position: int, spans: Sequence[tuple[int, int]]) -> bool:
-    return any(start <= position < end for start, end in spans)
+    """Whether `position` falls in one of `spans` (sorted, not overlapping)."""
+    index = bisect.bisect_right(spans, (position, sys.maxsize)) - 1
+    return index >= 0 and spans[index][0] <= position < spans[index][1]
 
 
 def _live_segments(text: str) -> list[tuple[bool, str]]:
@@ -446,7 +445,7 @@ def sanitize_for_publishing(text: str) -> str:
 
 _BARE_WWW = re.compile(r"(?i)(?<![\w./-])www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+")
 _DANGEROUS_TAG = re.compile(r"(?i)<\s*(script|iframe|object|embed|frame|frameset|base|meta|form)\b")
-_EVENT_HANDLER = re.compile(r"(?i)<[^>]*\son[a-z]+\s*=")
+_EVENT_HANDLER = re.compile(r"(?i)<[^<>]*\son[a-z]+\s*=")
 _SCRIPT_LINK = re.compile(r"(?i)\]\(\s*<?\s*(javascript|vbscript|data)\s*:")
 
 
