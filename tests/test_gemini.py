@@ -29,7 +29,7 @@ from pythia.gemini import (
 )
 from pythia.models import StageUsage, Usage
 from pythia.ports import GenerateRequest
-from pythia.structured import generate_model
+from pythia.structured import MalformedReply, generate_model
 from pythia.usage import BudgetExhausted, UsageMeter, estimate_tokens
 
 # Cassettes are matched on the request body too (vcrpy compares JSON bodies parsed), so a test
@@ -414,3 +414,10 @@ def test_other_client_errors_fail_fast_with_one_sentence(
 def test_a_missing_key_names_gemini_api_key(sdk_env: dict[str, str]) -> None:
     with pytest.raises(MissingGeminiKey, match=r"^GEMINI_API_KEY is not set"):
         from_config(Config(), Secrets(), UsageMeter())
+
+
+@WIRE
+def test_a_blocked_reply_fails_only_its_batch(gemini: GeminiAdapters) -> None:
+    # GeminiBlocked is a MalformedReply: classification records the batch as failed and goes on.
+    with pytest.raises(MalformedReply, match="blocked"):
+        generate_model(gemini.llm, CLASSIFY, KestrelVerdicts)

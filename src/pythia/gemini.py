@@ -21,6 +21,7 @@ from google.genai import errors, types
 from .config import Config, Secrets
 from .models import Usage
 from .ports import EmbedTask, GenerateRequest, Generation
+from .structured import MalformedReply
 from .usage import RateLimiter, UsageMeter, estimate_tokens
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,12 @@ class GeminiUnavailable(GeminiError):
     """Gemini kept failing with transient errors until the retries ran out."""
 
 
-class GeminiBlocked(GeminiError):
-    """Gemini answered without usable text (blocked by safety filters, or cut off)."""
+class GeminiBlocked(GeminiError, MalformedReply):
+    """Gemini answered without usable text (blocked by safety filters, or cut off).
+
+    It is also a MalformedReply, so callers record it as a failure of that one batch, the
+    same as an answer that never matched the schema, and the run goes on.
+    """
 
 
 class GeminiAdapters(NamedTuple):

@@ -19,7 +19,8 @@ _FENCE = re.compile(r"\A\s*```[A-Za-z0-9_-]*[ \t]*\n(?P<body>.*?)\n?```\s*\Z", r
 
 
 class MalformedReply(Exception):
-    """The model's answer did not match the schema, even after one retry."""
+    """The model's answer could not be used: it did not match the schema, even after one retry,
+    or (gemini.GeminiBlocked) it had no text at all."""
 
 
 def strip_fences(text: str) -> str:
