@@ -550,3 +550,11 @@ def test_a_failed_search_on_a_long_page_is_answered_quickly() -> None:
         apply_edits({"docs/long.md": page}, [Edit("docs/long.md", typo, "x")], allowed=POLICY)
     assert time.perf_counter() - started < 3.0
     assert lines[1500] in str(caught.value)
+
+
+def test_trailing_whitespace_rung_comes_before_reindenting() -> None:
+    # Only the top-level line matches once trailing spaces are ignored; reindenting would
+    # also match the nested one and call the edit ambiguous.
+    texts = {"docs/faq.md": "Run it.  \n\n- Steps:\n    Run it.\n"}
+    result = apply(Edit("docs/faq.md", "Run it.", "Run it with `kestrel run`."), texts=texts)
+    assert result["docs/faq.md"] == "Run it with `kestrel run`.\n\n- Steps:\n    Run it.\n"

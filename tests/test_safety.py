@@ -82,6 +82,11 @@ def test_truncated_private_key_paste_is_redacted_to_the_end() -> None:
     assert redact("here:\n" + truncated) == "here:\n[secret]"
 
 
+def test_telegram_token_inside_a_bot_api_url() -> None:
+    text = f"curl https://api.telegram.org/bot{TELEGRAM}/getMe"
+    assert redact(text) == "curl https://api.telegram.org/bot[secret]/getMe"
+
+
 def test_aws_secret_key_in_an_assignment() -> None:
     text = f"aws_secret_access_key = {AWS_SECRET}"
     assert redact(text) == "aws_secret_access_key = [secret]"

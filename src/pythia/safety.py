@@ -210,7 +210,8 @@ _DETECTORS: tuple[_Detector, ...] = (
     _Detector(
         "secret",
         "a Telegram bot token",
-        re.compile(r"(?<![\w:])\d{8,10}:[A-Za-z0-9_-]{35}" + _E),
+        # Also inside Bot API URLs: https://api.telegram.org/bot<token>/getMe
+        re.compile(r"(?:(?<=/bot)|(?<![\w:]))\d{8,10}:[A-Za-z0-9_-]{35}" + _E),
         keep=_not_example,
     ),
     _Detector(
