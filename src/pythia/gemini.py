@@ -255,6 +255,9 @@ def generation_config(request: GenerateRequest) -> types.GenerateContentConfig:
         response_mime_type="application/json",
         response_schema=request.schema,
         thinking_config=thinking,
+        # No tools are sent; switching automatic function calling off keeps the SDK on its
+        # plain one-request path (and out of the logs).
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
     )
 
 
