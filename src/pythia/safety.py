@@ -1,5 +1,4 @@
-"""What may be published: redaction of secrets and personal data, neutralised mentions and HTML,
-and the rules a proposal must pass."""
+"""What may be published: redacted secrets and personal data, inert markup, proposal rules."""
 
 from __future__ import annotations
 
