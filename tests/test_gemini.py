@@ -1,4 +1,10 @@
-"""The Gemini adapter against recorded Gemini API traffic (generateContent, batchEmbedContents)."""
+"""The Gemini adapter against recorded Gemini API traffic (generateContent, batchEmbedContents).
+
+The cassettes' answers are written by hand in the API's documented shapes; their request bodies
+are exactly what google-genai sent (captured against a local stand-in server) and are matched
+on replay. To re-record the plain success cases against the real API, delete a cassette and run
+with a real GEMINI_API_KEY and PYTHIA_RECORD_MODE=once (the error cases cannot be provoked).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,6 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-import httpx2
 import pytest
 from google.genai import errors
 from pydantic import BaseModel
@@ -31,6 +36,11 @@ from pythia.models import StageUsage, Usage
 from pythia.ports import GenerateRequest
 from pythia.structured import MalformedReply, generate_model
 from pythia.usage import BudgetExhausted, UsageMeter, estimate_tokens
+
+try:
+    import httpx2 as http
+except ImportError:  # google-genai 1.x, the release Python 3.10 gets, sends through httpx
+    import httpx as http  # type: ignore[no-redef]
 
 # Cassettes are matched on the request body too (vcrpy compares JSON bodies parsed), so a test
 # fails if the SDK stops sending what the cassette says it sends.
@@ -324,7 +334,7 @@ def test_normalise() -> None:
 
 
 def api_error(code: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
-    response = httpx2.Response(code, json=body, headers=headers or {})
+    response = http.Response(code, json=body, headers=headers or {})
     return errors.APIError(code, body, response)
 
 
@@ -369,7 +379,7 @@ def test_timeouts_are_retried_then_reported(sleeps: Sleeps) -> None:
     def flaky() -> str:
         calls.append(1)
         if len(calls) < 3:
-            raise httpx2.ReadTimeout("read timed out")
+            raise http.ReadTimeout("read timed out")
         return next(answers)
 
     policy = RetryPolicy(attempts=3, sleep=sleeps, random=lambda: 0.0)
@@ -377,7 +387,7 @@ def test_timeouts_are_retried_then_reported(sleeps: Sleeps) -> None:
     assert sleeps == [2.0, 4.0]
 
     def always_slow() -> str:
-        raise httpx2.ConnectTimeout("connect timed out")
+        raise http.ConnectTimeout("connect timed out")
 
     with pytest.raises(GeminiUnavailable, match=r"after 3 attempts \(last: ConnectTimeout\)"):
         call_with_retries(always_slow, policy=policy, model="m")
