@@ -78,6 +78,10 @@ _STOPWORDS = frozenset((
 # fmt: on
 
 
+class DocsRootMissing(Exception):
+    """The docs folder to index does not exist."""
+
+
 class EmbeddingMismatch(Exception):
     """The index's vectors come from a different embedding model than the one given."""
 
@@ -386,13 +390,9 @@ def _replace_file(
         (path, sha, int(dirty)),
     )
     tally.deleted += sum((old - new).values())
-    tally.reused += sum(_embedded_hashes_count(conn, new).values())
+    embedded = _embedded_hashes(conn, new)
+    tally.reused += sum(count for h, count in new.items() if h in embedded)
     return set(old - new)
-
-
-def _embedded_hashes_count(conn: Any, hashes: Counter[str]) -> Counter[str]:
-    kept = _embedded_hashes(conn, hashes)
-    return Counter({h: n for h, n in hashes.items() if h in kept})
 
 
 def _forget_file(conn: Any, path: str, tally: _Tally) -> set[str]:
@@ -474,6 +474,12 @@ def update_index(
     BM25-only and any vectors it has are kept.
     """
     started = time.perf_counter()
+    if not Path(docs_root).is_dir():
+        # Indexing a missing folder would look like every page was deleted.
+        raise DocsRootMissing(
+            f"docs folder {docs_root} does not exist; set docs.root in .github/pythia.yml "
+            "or pass --docs"
+        )
     owned = not hasattr(conn_or_path, "execute")
     conn = db.connect(conn_or_path) if owned else conn_or_path
     try:
