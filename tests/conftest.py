@@ -20,7 +20,8 @@ def vcr_config() -> dict[str, Any]:
     return {
         "filter_headers": ["authorization", "x-goog-api-key", "cookie", "set-cookie"],
         "filter_query_parameters": ["key"],
-        "record_mode": os.environ.get("PYTHIA_RECORD_MODE", "none"),
+        # No "record_mode" here: it would override pytest-recording's --record-mode flag,
+        # whose default ("none") replays only; `--record-mode=once` re-records.
         "decode_compressed_response": True,
     }
 
