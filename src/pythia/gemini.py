@@ -165,7 +165,8 @@ def _error_reasons(error: errors.APIError) -> set[str]:
 
 
 def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0].rstrip(".") if (text or "").strip() else ""
+    lines = (text or "").strip().splitlines()
+    return lines[0].rstrip(".") if lines else ""
 
 
 def describe(error: errors.APIError) -> str:
