@@ -172,6 +172,11 @@ def propose(
         if not reply.change or not reply.edits:
             return NoChange(reply.reason.strip() or "the model proposed no change")
         edits = tuple(Edit(e.path.strip(), e.search, e.replace, e.reason) for e in reply.edits)
+        for edit in edits:
+            # An existing page the prompt did not show must still count as existing, or an
+            # empty search would "create" it over the real one.
+            if edit.path not in texts and (current := read(edit.path)) is not None:
+                texts[edit.path] = current
         try:
             changed = apply_edits(texts, edits, allowed=policy)
         except EditError as error:
@@ -210,7 +215,7 @@ def _proposal(
         for index in dict.fromkeys(reply.evidence)
         if (message := by_index.get(index)) is not None
     )
-    old = {path: before.get(path, "") for path in after}
+    old = {path: before[path] for path in after if path in before}  # missing: a new page
     return Proposal(
         fingerprint=fingerprint(first.path, section),
         stream=thread.stream,
