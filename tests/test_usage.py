@@ -37,7 +37,7 @@ def test_meter_totals_per_stage_with_prices_from_config() -> None:
 
     meter.record("classify", "gemini-3.5-flash-lite", Usage(1000, 200, 300))
     meter.record("classify", "gemini-3.5-flash-lite", Usage(2000, 100, 0))
-    meter.record("propose", "gemini-3.5-flash", Usage(4000, 500, 1500))
+    meter.record("propose", "gemini-3.8-flash", Usage(4000, 500, 1500))
     meter.record("embed", "models/gemini-embedding-001", Usage(input_tokens=10_000))
 
     totals = meter.totals()

@@ -135,14 +135,15 @@ class Price(Strict):
 def _default_prices() -> dict[str, Price]:
     return {
         "gemini-3.5-flash-lite": Price(input=0.30, output=2.50),
-        "gemini-3.5-flash": Price(input=1.50, output=7.50),
+        "gemini-3.8-flash": Price(input=1.50, output=7.50),
+        "gemini-3.5-flash": Price(input=1.50, output=9.00),
         "gemini-embedding-001": Price(input=0.15, output=0.0),
     }
 
 
 class Models(Strict):
     classify: str = Field("gemini-3.5-flash-lite", description="Model that classifies threads.")
-    propose: str = Field("gemini-3.5-flash", description="Model that writes proposals.")
+    propose: str = Field("gemini-3.8-flash", description="Model that writes proposals.")
     embedding: str = Field("gemini-embedding-001", description="Embedding model of the index.")
     embedding_dimensions: int = Field(768, ge=8, le=3072, description="Vector size.")
     temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature.")
