@@ -585,15 +585,49 @@ def cmd_action(args: argparse.Namespace) -> int:
     with open_storage(workspace, None) as storage:
         ledger = storage.store.load_ledger()
         publisher = _publisher(workspace, args, ledger)
-        outcome = handle_comment(event, publisher=publisher, revise=_reviser(workspace))
+        outcome = handle_comment(
+            event, publisher=publisher, revise=_reviser(workspace, publisher)
+        )
         storage.store.save_ledger(publisher.ledger)
         storage.save(f"pythia: /pythia {outcome.command or 'comment'}")
     print(f"/pythia {outcome.command or '(none)'}: {outcome.status}")
     return 0
 
 
-def _reviser(workspace: Workspace) -> Callable[[str, str], Any] | None:
-    return None
+def _reviser(workspace: Workspace, publisher: Any) -> Callable[[str, str], Any]:
+    """The `/pythia revise` callback: the branch's files, the instruction, one LLM call."""
+
+    def revise(fingerprint: str, instruction: str) -> Any:
+        import git
+
+        from . import gemini, safety
+        from .revise import Revision, revise_proposal
+        from .usage import UsageMeter
+
+        entry = publisher.ledger.get(fingerprint)
+        if entry is None or not entry.branch:
+            return "this proposal is not in Pythia's ledger"
+        sha = publisher.branches.fetch(entry.branch)
+        repo = git.Repo(workspace.root)
+        current = {
+            path: repo.git.show(f"{sha}:{path}", strip_newline_in_stdout=False)
+            for path in entry.paths
+        }
+        base = {path: text for path in entry.paths if (text := workspace.read(path)) is not None}
+        docs = [text for path in _docs_paths(workspace) if (text := workspace.read(path))]
+        meter = UsageMeter.from_config(workspace.config)
+        adapters = gemini.from_config(workspace.config, workspace.secrets, meter)
+        return revise_proposal(
+            entry,
+            instruction,
+            revision=Revision(current=current, base=base),
+            config=workspace.config,
+            llm=adapters.llm,
+            docs_domains=safety.link_domains(docs),
+            repo_root=workspace.root,
+        )
+
+    return revise
 
 
 # ---------------------------------------------------------------- dispatch

@@ -1,0 +1,101 @@
+"""`/pythia revise`: regenerate a proposal's edits on its branch with a maintainer's instruction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import prompts
+from .config import Config
+from .edits import EditError, PathPolicy, apply_edits, unified_diff
+from .models import Edit, Proposal
+from .ports import LLM, GenerateRequest
+from .propose import DocFile, ProposeReply
+from .safety import check_proposal, sanitize_for_publishing
+from .state import LedgerEntry
+from .structured import MalformedReply, generate_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Revision:
+    """The proposal's files as they are on its branch, and as they are on the base branch."""
+
+    current: Mapping[str, str]
+    base: Mapping[str, str]
+
+
+def revise_proposal(
+    entry: LedgerEntry,
+    instruction: str,
+    *,
+    revision: Revision,
+    config: Config,
+    llm: LLM,
+    docs_domains: set[str],
+    repo_root: Path | None = None,
+) -> Proposal | str:
+    """The revised proposal, or one sentence saying why there is none."""
+    policy = PathPolicy.from_config(config.docs)
+    files = [DocFile(path, text) for path, text in sorted(revision.current.items())]
+    texts = dict(revision.current)
+    feedback = ""
+    for _ in range(config.limits.max_edit_retries + 1):
+        request = GenerateRequest(
+            stage="revise",
+            model=config.models.propose,
+            system=prompts.render("system.md.j2", repo_root=repo_root, project=config.project),
+            prompt=prompts.render(
+                "revise.md.j2",
+                repo_root=repo_root,
+                title=entry.title,
+                category=entry.category,
+                instruction=instruction,
+                files=files,
+                feedback=feedback,
+            ),
+            schema=ProposeReply,
+            temperature=config.models.temperature,
+            max_output_tokens=config.models.max_output_tokens,
+            thinking_budget=config.models.thinking_budget,
+        )
+        try:
+            reply, _ = generate_model(llm, request, ProposeReply)
+        except MalformedReply as error:
+            return str(error)
+        if not reply.change or not reply.edits:
+            return reply.reason.strip() or "the model saw nothing to change"
+        edits = tuple(Edit(e.path.strip(), e.search, e.replace, e.reason) for e in reply.edits)
+        try:
+            changed = apply_edits(texts, edits, allowed=policy, new_file_dirs=())
+        except EditError as error:
+            feedback = str(error)
+            continue
+        after = {**texts, **changed}
+        problems = check_proposal(
+            before=dict(revision.base),
+            after=after,
+            docs_domains=docs_domains,
+            allowed_domains=config.docs.allowed_link_domains,
+            max_changed_lines=config.limits.max_changed_lines,
+        )
+        if problems:
+            return "the revision was refused: " + "; ".join(problems)
+        old = {path: revision.base[path] for path in after if path in revision.base}
+        return Proposal(
+            fingerprint=entry.fingerprint,
+            stream="",
+            thread_key=entry.thread_keys[0] if entry.thread_keys else "",
+            category=entry.category,
+            title=entry.title,
+            summary=sanitize_for_publishing(reply.summary.strip()),
+            reasoning=sanitize_for_publishing(reply.reasoning.strip()),
+            confidence=entry.confidence,
+            edits=edits,
+            diff=unified_diff(old, after),
+            files=tuple(sorted(after.items())),
+        )
+    return f"the revised edits did not apply: {feedback}"
