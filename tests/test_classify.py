@@ -120,3 +120,11 @@ def test_context_messages_are_marked_as_context() -> None:
     prompt = llm.requests[0].prompt
     assert 'index="1" author="user-0"' in prompt
     assert 'role="context"' in prompt.split("Earlier: we use")[0].rsplit("<message", 1)[1]
+
+
+def test_verdicts_keep_the_key_of_the_thread_even_when_its_first_message_was_noise() -> None:
+    noisy_start = thread(1, "hi all", "How do I keep the cache on another disk in CI?")
+    llm = ScriptedLLM().enqueue(json.dumps({"verdicts": [verdict("T1")]}))
+    result = classify([noisy_start], config=CONFIG, llm=llm)
+    assert list(result.verdicts) == [noisy_start.key]
+    assert result.verdicts[noisy_start.key].thread_key == noisy_start.key

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -65,10 +65,13 @@ def prefilter(thread: Thread, config: Config) -> Thread | None:
 
 
 def batches(threads: Sequence[Thread], *, max_messages: int, max_tokens: int) -> list[list[Thread]]:
-    """First-fit-decreasing packing of threads into as few calls as the caps allow."""
+    """First-fit-decreasing packing of threads into as few calls as the caps allow.
+
+    The message cap counts the messages to judge; context messages count towards tokens only.
+    """
     bins: list[tuple[list[Thread], int, int]] = []
     for thread in sorted(threads, key=_size, reverse=True):
-        count = len(thread.messages) + len(thread.context)
+        count = len(thread.messages)
         tokens = _tokens(thread)
         for position, (members, used_messages, used_tokens) in enumerate(bins):
             if used_messages + count <= max_messages and used_tokens + tokens <= max_tokens:
@@ -81,7 +84,7 @@ def batches(threads: Sequence[Thread], *, max_messages: int, max_tokens: int) ->
 
 
 def _size(thread: Thread) -> tuple[int, int]:
-    return (len(thread.messages) + len(thread.context), _tokens(thread))
+    return (len(thread.messages), _tokens(thread))
 
 
 def _tokens(thread: Thread) -> int:
@@ -99,12 +102,14 @@ def classify(
     """One verdict per thread; missing verdicts are asked for once more, then recorded failed."""
     result = Classification()
     candidates = []
+    original: dict[str, str] = {}  # the prefilter may drop a thread's first message
     for thread in threads:
         kept = prefilter(thread, config)
         if kept is None:
             result.dropped.append(thread.key)
         else:
             candidates.append(kept)
+            original[kept.key] = thread.key
     limits = config.limits
     for batch in batches(
         candidates,
@@ -121,6 +126,11 @@ def classify(
             )
         for thread in missing:
             result.failed.setdefault(thread.key, "the model gave no usable verdict for it twice")
+    result.verdicts = {
+        original[key]: replace(verdict, thread_key=original[key])
+        for key, verdict in result.verdicts.items()
+    }
+    result.failed = {original[key]: reason for key, reason in result.failed.items()}
     return result
 
 
