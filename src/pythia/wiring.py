@@ -215,7 +215,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         conn = db.connect(storage.index_path)
         try:
             embedder, _ = _embedder(workspace, required=False)
-            if embedder is None and index.has_vectors(conn):
+            if embedder is None:
                 print("no GEMINI_API_KEY: searching with BM25 only", file=sys.stderr)
             elif embedder is not None and not index.has_vectors(conn):
                 print("the index has no vectors: searching with BM25 only", file=sys.stderr)
@@ -449,9 +449,19 @@ def report_path() -> Path:
     return folder / "pythia-report.json"
 
 
+def report_json(report: RunReport) -> str:
+    """The run report as JSON, with the totals the outputs carry (properties, not fields)."""
+    data = {
+        **asdict(report),
+        "messages_read": report.messages_read,
+        "threads_classified": report.threads_classified,
+    }
+    return json.dumps(data, indent=2, default=str)
+
+
 def write_report(report: RunReport, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(report), indent=2, default=str), encoding="utf-8")
+    path.write_text(report_json(report), encoding="utf-8")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -471,7 +481,7 @@ def finish(report: RunReport, *, json_output: bool) -> int:
     actions.add_summary(actions.render_summary(report))
     actions.write_outputs(report, path)
     if json_output:
-        print(json.dumps(asdict(report), indent=2, default=str))
+        print(report_json(report))
     else:
         for url in report.proposals_opened:
             print(f"proposed: {url}")
