@@ -1,0 +1,84 @@
+"""In a checkout with an `origin`, `pythia index` and `pythia status` use the pythia-data branch."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pythia.cli import main
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in (
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "GITHUB_TOKEN",
+        "PYTHIA_LOCAL",
+        "GITHUB_ACTIONS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    origin = tmp_path / "origin.git"
+    git("init", "-q", "--bare", "-b", "main", str(origin), cwd=tmp_path)
+    repo = tmp_path / "docs-repo"
+    shutil.copytree(FIXTURES / "sample-docs/docs", repo / "docs")
+    (repo / ".github").mkdir()
+    (repo / ".github/pythia.yml").write_text("docs: {root: docs}\n")
+    git("init", "-q", "-b", "main", cwd=repo)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "add", ".", cwd=repo)
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "docs", cwd=repo)
+    git("remote", "add", "origin", str(origin), cwd=repo)
+    git("push", "-q", "origin", "main", cwd=repo)
+    return repo
+
+
+def test_index_goes_to_the_data_branch_and_is_replaced_not_stacked(
+    checkout: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["index", "--repo", str(checkout)]) == 0
+    out = capsys.readouterr().out
+    assert "pythia-data branch" in out and "(pushed)" in out
+    origin = checkout.parent / "origin.git"
+    files = git("ls-tree", "-r", "--name-only", "pythia-data", cwd=origin).split()
+    assert "index.sqlite" in files
+    assert not (checkout / ".pythia").exists()  # nothing local, the user's tree untouched
+    assert git("status", "--porcelain", cwd=checkout) == ""
+
+    (checkout / "docs/faq.md").write_text("# FAQ\n\n## New question\n\nA new answer here.\n")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "faq", cwd=checkout)
+    assert main(["index", "--repo", str(checkout), "--json"]) == 0
+    assert '"files_changed": 1' in capsys.readouterr().out
+    versions = git("rev-list", "--all", "--objects", cwd=origin)
+    index_blobs = [line for line in versions.splitlines() if line.endswith(" index.sqlite")]
+    assert len(index_blobs) == 1  # the old index commit was replaced
+
+
+def test_search_and_status_read_the_data_branch(
+    checkout: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["index", "--repo", str(checkout)]) == 0
+    capsys.readouterr()
+    assert main(["search", "--repo", str(checkout), "remote cache token", "-k", "2"]) == 0
+    assert "docs/" in capsys.readouterr().out
+    assert main(["status", "--repo", str(checkout)]) == 0
+    assert "no state yet" in capsys.readouterr().out
+
+
+def test_index_option_keeps_working_locally(
+    checkout: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "local.sqlite"
+    assert main(["index", "--repo", str(checkout), "--index", str(target)]) == 0
+    assert target.exists()
+    assert "pythia-data" not in git("ls-remote", str(checkout.parent / "origin.git"), cwd=checkout)
