@@ -189,9 +189,16 @@ def render_summary(report: RunReport) -> str:
     rows.append(["dropped by the prefilter", report.prefiltered])
     parts.append(_table(["category", "threads"], rows))
     parts.append("### Proposed\n")
-    proposed: list[list[object]] = [["opened", url] for url in report.proposals_opened]
-    proposed += [["updated with new evidence", url] for url in report.proposals_updated]
-    parts.append(_table(["what", "where"], proposed) if proposed else "No proposals.\n")
+    lines = report.proposal_lines
+    proposed: list[list[object]] = [
+        ["opened", lines.get(url, ""), url] for url in report.proposals_opened
+    ]
+    proposed += [
+        ["updated with new evidence", lines.get(url, ""), url] for url in report.proposals_updated
+    ]
+    parts.append(
+        _table(["what", "proposal", "where"], proposed) if proposed else "No proposals.\n"
+    )
     if report.skipped:
         parts.append("### Skipped\n")
         parts.append(_table(["thread", "why"], [list(item) for item in report.skipped]))

@@ -176,6 +176,7 @@ class RunReport:
     classified: dict[str, int] = field(default_factory=dict)
     proposals_opened: list[str] = field(default_factory=list)
     proposals_updated: list[str] = field(default_factory=list)
+    proposal_lines: dict[str, str] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     usage: dict[str, StageUsage] = field(default_factory=dict)

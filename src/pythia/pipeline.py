@@ -203,6 +203,10 @@ def _propose_and_publish(
         report.skipped.append((thread.key, "refused: " + "; ".join(problems)))
         return
     published: Published = deps.publisher.publish(outcome)
+    report.proposal_lines[published.url] = (
+        f"[{outcome.category}, confidence {outcome.confidence:.2f}] {outcome.title} "
+        f"({', '.join(outcome.paths)})"
+    )
     if published.action == "opened":
         report.proposals_opened.append(published.url)
     elif published.action == "updated":

@@ -484,9 +484,9 @@ def finish(report: RunReport, *, json_output: bool) -> int:
         print(report_json(report))
     else:
         for url in report.proposals_opened:
-            print(f"proposed: {url}")
+            print(f"proposed: {report.proposal_lines.get(url, '')} -> {url}")
         for url in report.proposals_updated:
-            print(f"updated: {url}")
+            print(f"new evidence: {report.proposal_lines.get(url, '')} -> {url}")
         print(
             f"read {report.messages_read} messages, classified {report.threads_classified} "
             f"threads, opened {len(report.proposals_opened)}, updated "
