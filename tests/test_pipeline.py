@@ -230,3 +230,29 @@ def test_a_broken_stream_does_not_stop_the_others(repo: Path, tmp_path: Path) ->
     assert by_stream["broken"].error and "broken.jsonl" in by_stream["broken"].error
     assert by_stream["kestrel-users"].messages_read == 39
     assert len(report.proposals_opened) == 3
+
+
+def test_a_gemini_outage_stops_the_stage_and_keeps_everything_for_later(repo: Path) -> None:
+    from pythia.gemini import GeminiUnavailable
+
+    harness = Harness(repo, make_config())
+    calls = {"propose": 0}
+
+    def outage_during_proposals(request: Any) -> str:
+        if request.stage == "propose":
+            calls["propose"] += 1
+            if calls["propose"] > 1:
+                raise GeminiUnavailable("Gemini kept answering 503 after 5 attempts")
+        return answer(request)
+
+    publisher = MemoryPublisher()
+    report = harness.run(llm=FunctionLLM(outage_during_proposals), publisher=publisher)
+    assert report.stopped_early and "503" in report.stopped_early
+    assert len(publisher.prs) == 1
+    first = harness.store.load_stream("kestrel-users")
+    assert first.watermark is not None and first.watermark < 42
+
+    second = harness.run(llm=FunctionLLM(answer), publisher=publisher)
+    assert second.stopped_early is None
+    assert len(publisher.prs) == 3
+    assert harness.store.load_stream("kestrel-users").watermark == 42

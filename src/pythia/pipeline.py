@@ -14,6 +14,8 @@ from . import threads as threading_
 from .classify import classify
 from .config import Config
 from .edits import PathPolicy
+from .gemini import GeminiUnavailable
+from .github import PublishError
 from .models import Message, RunReport, StreamReport, Thread, Verdict
 from .ports import LLM, Published, Publisher
 from .propose import NoChange, ProposalFailed, Searcher, propose
@@ -89,8 +91,9 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
                 repo_root=deps.repo_root,
                 should_stop=should_stop,
             )
-        except BudgetExhausted as error:
-            report.stopped_early = str(error)
+        except (BudgetExhausted, GeminiUnavailable) as error:
+            report.stopped_early = _one_line(error)
+            log.warning("classification stopped: %s", report.stopped_early)
             classification = None
     if classification is not None:
         report.prefiltered = len(classification.dropped)
@@ -111,10 +114,11 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
                 stream, thread = by_key[verdict.thread_key]
                 try:
                     _propose_and_publish(thread, verdict, config, deps, report)
-                except BudgetExhausted as error:
-                    report.stopped_early = str(error)
+                except (BudgetExhausted, GeminiUnavailable) as error:
+                    report.stopped_early = _one_line(error)
+                    log.warning("proposals stopped: %s", report.stopped_early)
                     break
-                except (ProposalFailed, MalformedReply) as error:
+                except (ProposalFailed, MalformedReply, PublishError) as error:
                     _fail((stream, thread), str(error), config, report)
                     continue
                 _record((stream, thread), "proposal handled")
