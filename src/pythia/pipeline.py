@@ -19,7 +19,7 @@ from .github import PublishError
 from .models import Message, RunReport, StreamReport, Thread, Verdict
 from .ports import LLM, Published, Publisher
 from .propose import NoChange, ProposalFailed, Searcher, propose
-from .safety import check_proposal
+from .safety import check_proposal, sanitize_for_publishing
 from .sources import ChatSource, read_stream
 from .state import StateStore, StreamState
 from .structured import MalformedReply
@@ -229,6 +229,8 @@ def _record(entry: tuple[_Stream, Thread], outcome: str) -> None:
 def _fail(entry: tuple[_Stream, Thread], reason: str, config: Config, report: RunReport) -> None:
     """Count a failure; after `max_failures` the thread is given up and its outcome recorded."""
     stream, thread = entry
+    # The reason lands in the data branch, the summary and the dashboard: publishable only.
+    reason = sanitize_for_publishing(reason)
     count = stream.state.record_failure(thread.key, reason)
     report.failed.append((thread.key, reason))
     if count >= config.threads.max_failures:
