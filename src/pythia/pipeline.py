@@ -190,10 +190,10 @@ def _propose_and_publish(
         repo_root=deps.repo_root,
     )
     if isinstance(outcome, NoChange):
-        report.skipped.append((thread.key, f"no change: {outcome.reason}"))
+        _skip(report, thread.key, f"no change: {outcome.reason}")
         return
     if outcome.confidence < config.publish.min_confidence:
-        report.skipped.append((thread.key, f"confidence {outcome.confidence:.2f} is too low"))
+        _skip(report, thread.key, f"confidence {outcome.confidence:.2f} is too low")
         return
     before = {path: deps.read(path) or "" for path, _ in outcome.files}
     problems = check_proposal(
@@ -204,7 +204,7 @@ def _propose_and_publish(
         max_changed_lines=config.limits.max_changed_lines,
     )
     if problems:
-        report.skipped.append((thread.key, "refused: " + "; ".join(problems)))
+        _skip(report, thread.key, "refused: " + "; ".join(problems))
         return
     published: Published = deps.publisher.publish(outcome)
     report.proposal_lines[published.url] = (
@@ -216,7 +216,11 @@ def _propose_and_publish(
     elif published.action == "updated":
         report.proposals_updated.append(published.url)
     else:
-        report.skipped.append((thread.key, published.reason or published.action))
+        _skip(report, thread.key, published.reason or published.action)
+
+
+def _skip(report: RunReport, thread_key: str, reason: str) -> None:
+    report.skipped.append((thread_key, sanitize_for_publishing(reason)))
 
 
 def _record(entry: tuple[_Stream, Thread], outcome: str) -> None:
