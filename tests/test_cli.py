@@ -40,6 +40,10 @@ EXPECTED_PROPOSALS = {
     ("docs/cache.md", "+The path must be absolute: a relative path is resolved against each"),
     ("docs/cache.md", "+Since Kestrel 3.0 the local cache lives in `~/.cache/kestrel` (or"),
 }
+PROPOSED_LINE = re.compile(
+    r"proposed: \[(?P<category>[\w-]+), confidence 0\.85\] .+ \((?P<path>docs/[\w.-]+)\) "
+    r"-> (?P<where>file://\S+)"
+)
 SUMMARY_LINE = (
     "read 39 messages, classified 13 threads, opened 3, updated 0, skipped 1, failed 0"
 )
@@ -131,7 +135,20 @@ def test_dry_run_writes_the_three_sample_proposals(
     assert proxy.startswith("# Behind a proxy")
     assert "https://t.me/kestrel_users/" in proxy  # evidence links back to the chat
     lines = stdout.splitlines()
-    assert sorted(lines[:3]) == sorted(f"proposed: {p.resolve().as_uri()}" for p in out.iterdir())
+    # One line per proposal: category, confidence, title, files, and where it was written.
+    printed = {
+        (match["category"], match["path"], match["where"])
+        for line in lines[:3]
+        if (match := PROPOSED_LINE.fullmatch(line))
+    }
+    assert printed == {
+        (category, path, (out / folder).resolve().as_uri())
+        for category, path, folder in [
+            ("troubleshooting", "docs/troubleshooting.md", "3ac43c465cc064e0"),
+            ("troubleshooting", "docs/cache.md", "838e217cb1412a57"),
+            ("update", "docs/cache.md", "628db0f209c00ad9"),
+        ]
+    }
     assert lines[3:] == [SUMMARY_LINE]
     # Every recorded call was made, in order; the docs and the state are untouched.
     assert vcr.all_played and vcr.play_count == 11
@@ -178,7 +195,7 @@ def test_the_job_summary_and_outputs_go_where_github_points(
     assert "| kestrel-users | 39 | 14 | 14 | None → 42 |  |" in text
     assert "| troubleshooting | 3 |" in text and "| update | 1 |" in text
     assert "| dropped by the prefilter | 1 |" in text
-    assert len(re.findall(r"^\| opened \| file://", text, re.MULTILINE)) == 3
+    assert len(re.findall(r"^\| opened \| .+ \| file://", text, re.MULTILINE)) == 3
     # Tokens as Gemini's usageMetadata reported them in the recording.
     assert re.search(r"^\| classify \| 1 \| 3837 \| 892 \| 0 \| \$\d+\.\d{4} \|$", text, re.M)
     assert re.search(r"^\| propose \| 4 \| 9250 \| 505 \| 0 \| ", text, re.M)
