@@ -1,0 +1,157 @@
+"""action.yml against the CLI, the README and the workflows: every input reaches Pythia."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pythia import actions
+from pythia.cli import build_parser
+from pythia.config import Secrets
+from pythia.models import RunReport
+
+ROOT = Path(__file__).resolve().parents[2]
+ACTION = yaml.safe_load((ROOT / "action.yml").read_text(encoding="utf-8"))
+INPUTS: dict[str, dict[str, Any]] = ACTION["inputs"]
+STEPS: list[dict[str, Any]] = ACTION["runs"]["steps"]
+RUN_STEP = next(step for step in STEPS if step.get("id") == "pythia")
+EXPRESSION = re.compile(r"^\$\{\{\s*inputs\.([\w-]+)\s*\}\}$")
+# What `mode: auto` does for each event the docs-repo workflow listens to (issue 6).
+EVENT_MODES = {
+    "schedule": "run",
+    "workflow_dispatch": "run",
+    "push": "index",
+    "issue_comment": "command",
+    "pull_request": "feedback",
+}
+
+
+def inputs_in_env(step: dict[str, Any]) -> dict[str, str]:
+    """env variable -> the input it carries, for `NAME: ${{ inputs.x }}` entries."""
+    found = {}
+    for name, value in (step.get("env") or {}).items():
+        match = EXPRESSION.match(str(value))
+        if match:
+            found[name] = match.group(1)
+    return found
+
+
+def cli_arguments(env: dict[str, str]) -> Any:
+    """The run step's command line with each env variable replaced by a marker, parsed."""
+    script = RUN_STEP["run"].replace("\\\n", " ")
+    for name, value in env.items():
+        script = script.replace(f'"${name}"', shlex.quote(value))
+    words = shlex.split(script)
+    assert words[0] == "$PYTHIA_BIN", words[0]
+    return build_parser().parse_args(words[1:])
+
+
+def test_every_input_is_mapped_explicitly_and_reaches_the_cli() -> None:
+    env = inputs_in_env(RUN_STEP)
+    python_step = next(s for s in STEPS if str(s.get("uses", "")).startswith("actions/setup-py"))
+    assert python_step["with"] == {"python-version": "${{ inputs.python-version }}"}
+    # Each input goes somewhere exactly once; python-version is setup-python's.
+    assert sorted([*env.values(), "python-version"]) == sorted(INPUTS)
+
+    secrets = {name for name in env if name.lower() in Secrets.model_fields}
+    flags = {name: f"<{input_name}>" for name, input_name in env.items() if name not in secrets}
+    args = cli_arguments(flags)
+    assert args.command == "action"
+    for name, input_name in env.items():
+        if name in secrets:
+            continue
+        assert str(getattr(args, input_name.replace("-", "_"))) == f"<{input_name}>", input_name
+
+    # Secrets travel by environment, under the names Secrets.from_env reads.
+    placeholders = {"TELEGRAM_API_ID": "12345"}
+    loaded = Secrets.from_env({name: placeholders.get(name, "s3cr3t-value") for name in secrets})
+    assert all(getattr(loaded, name.lower()) is not None for name in secrets)
+    assert {"GEMINI_API_KEY", "GITHUB_TOKEN"} <= secrets
+
+
+def test_inputs_are_kebab_case_with_a_one_line_description_and_an_example() -> None:
+    for name, spec in INPUTS.items():
+        assert re.fullmatch(r"[a-z]+(-[a-z]+)*", name), name
+        description = spec["description"]
+        assert "\n" not in description and "e.g." in description, name
+    assert INPUTS["github-token"]["default"] == "${{ github.token }}"
+    assert INPUTS["mode"]["default"] == "auto"
+    assert all(mode in INPUTS["mode"]["description"] for mode in actions.MODES)
+
+
+def test_descriptions_hold_no_expressions() -> None:
+    # GitHub evaluates ${{ }} in action.yml descriptions and refuses to load the action
+    # ("Unrecognized named-value: 'secrets'"); act refuses it too.
+    for section in ("inputs", "outputs"):
+        for name, spec in ACTION[section].items():
+            assert "${{" not in spec["description"], f"{section}.{name}"
+
+
+def test_the_only_remote_action_is_setup_python() -> None:
+    remote = [step["uses"] for step in STEPS if "uses" in step]
+    assert remote == ["actions/setup-python@v5"]
+
+
+def test_outputs_are_the_ones_pythia_writes(tmp_path: Path) -> None:
+    for name, spec in ACTION["outputs"].items():
+        assert spec["value"] == f"${{{{ steps.pythia.outputs.{name} }}}}"
+    output_file = tmp_path / "output"
+    actions.write_outputs(
+        RunReport(), tmp_path / "report.json", environ={"GITHUB_OUTPUT": str(output_file)}
+    )
+    written = re.findall(r"^([\w-]+)<<", output_file.read_text(encoding="utf-8"), re.MULTILINE)
+    assert sorted(written) == sorted(ACTION["outputs"])
+
+
+def readme_inputs_table() -> dict[str, str] | None:
+    """input -> default, from the table under README's "## Action inputs", if it is there."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = re.search(r"^## Action inputs\n(.*?)(?=^## )", readme, re.MULTILINE | re.DOTALL)
+    if section is None:
+        return None
+    rows = re.findall(r"^\| `([\w-]+)` \|([^|]*)\|", section.group(1), re.MULTILINE)
+    return {name: default.strip().strip("`") for name, default in rows}
+
+
+def test_every_input_is_in_the_readme_table_with_its_default() -> None:
+    table = readme_inputs_table()
+    if table is None:
+        pytest.xfail("README inputs table pending")
+    assert sorted(table) == sorted(INPUTS)
+    for name, spec in INPUTS.items():
+        assert table[name] == str(spec.get("default", "")), name
+
+
+def workflow_events(path: Path, *, text: str | None = None) -> set[str]:
+    loaded = yaml.safe_load(text if text is not None else path.read_text(encoding="utf-8"))
+    triggers = loaded.get("on", loaded.get(True))  # YAML 1.1 reads a bare `on` as true
+    return set(triggers)
+
+
+def readme_workflow() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    return next(
+        block
+        for block in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)
+        if "uses: OWNER/pythia@v1" in block
+    )
+
+
+@pytest.mark.parametrize(("event", "mode"), sorted(EVENT_MODES.items()))
+def test_auto_mode_follows_the_event_table(event: str, mode: str) -> None:
+    assert actions.mode_for("auto", event) == mode
+
+
+@pytest.mark.parametrize("workflow", ["README.md", ".github/workflows/pythia.yml"])
+def test_every_event_the_workflows_listen_to_has_a_mode(workflow: str) -> None:
+    path = ROOT / workflow
+    text = readme_workflow() if workflow == "README.md" else None
+    events = workflow_events(path, text=text)
+    assert events == set(EVENT_MODES)
+    for event in events:
+        assert actions.mode_for("auto", event) == EVENT_MODES[event]
