@@ -19,7 +19,7 @@ from .github import PublishError
 from .models import Message, RunReport, StreamReport, Thread, Verdict
 from .ports import LLM, Published, Publisher
 from .propose import NoChange, ProposalFailed, Searcher, propose
-from .safety import check_proposal, sanitize_for_publishing
+from .safety import check_proposal, defang_proposal, sanitize_for_publishing
 from .sources import ChatSource, read_stream
 from .state import StateStore, StreamState
 from .structured import MalformedReply
@@ -206,6 +206,9 @@ def _propose_and_publish(
     if problems:
         _skip(report, thread.key, "refused: " + "; ".join(problems))
         return
+    outcome = defang_proposal(
+        outcome, docs_domains=deps.docs_domains, allowed_domains=config.docs.allowed_link_domains
+    )
     published: Published = deps.publisher.publish(outcome)
     report.proposal_lines[published.url] = (
         f"[{outcome.category}, confidence {outcome.confidence:.2f}] {outcome.title} "

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -155,7 +155,7 @@ def propose(
                 "propose.md.j2",
                 repo_root=repo_root,
                 project=config.project,
-                verdict=verdict,
+                verdict=_as_prompt_data(verdict),
                 messages=rows,
                 hits=hits,
                 files=files,
@@ -221,7 +221,8 @@ def _proposal(
         stream=thread.stream,
         thread_key=thread.key,
         category=verdict.category,
-        title=sanitize_for_publishing(reply.title.strip() or verdict.summary)[:120],
+        # One line: a title is also a markdown heading and a commit subject.
+        title=sanitize_for_publishing(" ".join((reply.title or verdict.summary).split()))[:120],
         summary=sanitize_for_publishing(reply.summary.strip() or verdict.summary),
         reasoning=sanitize_for_publishing(reply.reasoning.strip() or verdict.reason),
         confidence=min(max(reply.confidence, 0.0), 1.0),
@@ -230,6 +231,16 @@ def _proposal(
         files=tuple(sorted(after.items())),
         evidence=evidence,
         sources=tuple(hits),
+    )
+
+
+def _as_prompt_data(verdict: Verdict) -> Verdict:
+    """The verdict as the propose prompt shows it: the classifier wrote it from chat text, so
+    it gets the chat's treatment (one line, no markup that could open or close a block)."""
+    return replace(
+        verdict,
+        summary=prompts.as_data(" ".join(verdict.summary.split())),
+        reason=prompts.as_data(" ".join(verdict.reason.split())),
     )
 
 

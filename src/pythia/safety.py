@@ -8,9 +8,10 @@ import ipaddress
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .edits import changed_lines, unified_diff
+from .models import Proposal
 
 PLACEHOLDERS = {"email": "[email]", "phone": "[phone]", "ip": "[ip]", "secret": "[secret]"}
 # Higher first: when two findings overlap, the more dangerous kind keeps its span.
@@ -357,7 +358,20 @@ _MENTION = re.compile(
 )
 _TAG = re.compile(r"<(?P<body>/?[A-Za-z][A-Za-z0-9-]*(?=[\s/>]|$)[^<>]*)(?P<close>>?)")
 _MARKUP_DECLARATION = re.compile(r"<(?=[!?])")
+# `[text](javascript:...)`: the escaped bracket makes it plain text instead of a link.
+_SCRIPT_TARGET = re.compile(r"(?i)\]\((?=\s*<?\s*(?:javascript|vbscript|data)\s*:)")
 _ZWJ = "\u200d"
+# Zero-width and bidirectional control characters: invisible, they can split a token so no
+# detector sees it, or show reviewers text in another order than it is (Trojan Source).
+INVISIBLE = frozenset(
+    "\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+
+
+def strip_invisible(text: str) -> str:
+    """`text` without zero-width and bidirectional control characters."""
+    return "".join(char for char in text if char not in INVISIBLE)
 
 
 def _code_spans(text: str) -> list[tuple[int, int]]:
@@ -418,6 +432,7 @@ def _neutralise_markup(piece: str) -> str:
     piece = _MARKUP_DECLARATION.sub("&lt;", piece)
     # `![alt](url)` would load the url in every reader's browser; `!\[` shows it as text.
     piece = piece.replace("![", "!\\[")
+    piece = _SCRIPT_TARGET.sub("]\\\\(", piece)
     urls = [match.span() for match in _URL.finditer(piece)]
     return _MENTION.sub(
         lambda m: m.group(0) if _inside(m.start(), urls) else "@" + _ZWJ + m.group(0)[1:], piece
@@ -437,16 +452,47 @@ def neutralise(text: str) -> str:
 
 
 def sanitize_for_publishing(text: str) -> str:
-    """Redact, then neutralise: the one call to make before text leaves the run."""
-    return neutralise(redact(text))
+    """Drop invisible characters, redact, then neutralise: the one call to make before text
+    leaves the run. (A zero-width space inside a token would hide it from every detector.)"""
+    return neutralise(redact(strip_invisible(text)))
+
+
+def defang_links(text: str, *, docs_domains: set[str], allowed_domains: Sequence[str]) -> str:
+    """Links to domains neither the docs nor the config use become inert text
+    (`hxxps://evil[.]example/x`): a PR body must not send readers to a stranger's site."""
+
+    def allowed(domain: str) -> bool:
+        return _domain_allowed(domain, docs_domains=docs_domains, allowed=allowed_domains)
+
+    def url(match: re.Match[str]) -> str:
+        found = match.group(0)
+        host = _host(found.rstrip(".,;:!?)]"))
+        if not host or allowed(host):
+            return found
+        scheme, _, rest = found.partition("://")
+        authority, sep, path = rest.partition("/")
+        return f"{scheme.replace('t', 'x', 2)}://{authority.replace('.', '[.]')}{sep}{path}"
+
+    def bare(match: re.Match[str]) -> str:
+        found = match.group(0)
+        return found if allowed(_normal_domain(found)) else found.replace(".", "[.]")
+
+    return _BARE_WWW.sub(bare, _URL.sub(url, text))
 
 
 # ---------------------------------------------------------------- proposal rules
 
 _BARE_WWW = re.compile(r"(?i)(?<![\w./-])www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+")
-_DANGEROUS_TAG = re.compile(r"(?i)<\s*(script|iframe|object|embed|frame|frameset|base|meta|form)\b")
+_DANGEROUS_TAG = re.compile(
+    r"(?i)<\s*(script|iframe|object|embed|frame|frameset|base|meta|form|style|link|applet)\b"
+)
 _EVENT_HANDLER = re.compile(r"(?i)<[^<>]*\son[a-z]+\s*=")
-_SCRIPT_LINK = re.compile(r"(?i)\]\(\s*<?\s*(javascript|vbscript|data)\s*:")
+# Markdown links, reference definitions and HTML attributes that run or embed code.
+_SCRIPT_LINK = re.compile(
+    r"(?im)(?:\]\(\s*<?|^\s{0,3}\[[^\]\n]+\]:\s*<?|\b(?:href|src|action|formaction)\s*=\s*[\"']?)"
+    r"\s*(javascript|vbscript|data)\s*:"
+)
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
 
 
 def _host(url: str) -> str:
@@ -530,7 +576,12 @@ def check_proposal(
         added = _added_text(before.get(path), after[path])
         if not added:
             continue
-        reasons.extend(_sensitive_reasons(path, added, old_text))
+        if set(added) & INVISIBLE:
+            reasons.append(
+                f"The edit to {path} adds invisible characters (zero-width or bidirectional "
+                "controls), which can hide text from reviewers; it is refused."
+            )
+        reasons.extend(_sensitive_reasons(path, strip_invisible(added), strip_invisible(old_text)))
         for domain in sorted(_domains(added) - _domains(old_text)):
             if not _domain_allowed(domain, docs_domains=docs_domains, allowed=allowed_domains):
                 reasons.append(
@@ -561,6 +612,19 @@ def _sensitive_reasons(path: str, added: str, old_text: str) -> list[str]:
     ]
 
 
+_HTML_TAG_NAME = re.compile(r"</?([A-Za-z][A-Za-z0-9-]*)(?=[\s/>])")
+
+
+def _html_tags(text: str) -> set[str]:
+    """Names of the raw HTML tags in `text` outside code, lower case."""
+    return {
+        match.group(1).lower()
+        for live, piece in _live_segments(text)
+        if live
+        for match in _HTML_TAG_NAME.finditer(piece)
+    }
+
+
 def _markup_reasons(path: str, added: str, old_text: str) -> list[str]:
     reasons = []
     tags = sorted({m.group(1).lower() for m in _DANGEROUS_TAG.finditer(added)})
@@ -574,9 +638,38 @@ def _markup_reasons(path: str, added: str, old_text: str) -> list[str]:
         )
     if _SCRIPT_LINK.search(added):
         reasons.append(f"The edit to {path} adds a script or data link, which is refused.")
+    if any(m.group(0) not in old_text for m in _HTML_COMMENT.finditer(added)):
+        reasons.append(
+            f"The edit to {path} adds an HTML comment, which hides text from readers; "
+            "it is refused."
+        )
+    unknown = sorted(_html_tags(added) - _html_tags(old_text))
+    if unknown and not reasons:  # one markup refusal says enough
+        reasons.append(
+            f"The edit to {path} adds HTML the docs do not use (<{'>, <'.join(unknown)}>); "
+            "write it as Markdown."
+        )
     mentions = [m for m in dict.fromkeys(_mentions(added)) if m not in _mentions(old_text)]
     if mentions:
         reasons.append(
             f"The edit to {path} adds {', '.join(mentions)}, which would notify people on GitHub."
         )
     return reasons
+
+
+def defang_proposal(
+    proposal: Proposal, *, docs_domains: set[str], allowed_domains: Sequence[str]
+) -> Proposal:
+    """The proposal with unknown links made inert in everything the PR shows besides the
+    edits (which `check_proposal` already holds to known domains)."""
+
+    def inert(text: str) -> str:
+        return defang_links(text, docs_domains=docs_domains, allowed_domains=allowed_domains)
+
+    return replace(
+        proposal,
+        title=inert(proposal.title),
+        summary=inert(proposal.summary),
+        reasoning=inert(proposal.reasoning),
+        evidence=tuple(replace(e, quote=inert(e.quote)) for e in proposal.evidence),
+    )
