@@ -90,7 +90,7 @@ def test_summary_has_every_table() -> None:
     ):
         assert heading in text
     assert "| tg | 12 | 4 | 3 | 100 → 112 |  |" in text
-    assert "| zulip | 0 | 0 | 0 | None → None | HTTP 500 |" in text
+    assert "| zulip | 0 | 0 | 0 | – → – | HTTP 500 |" in text
     assert "https://github.com/o/r/pull/7" in text
     assert "edits did not apply \\| twice" in text
     assert "$0.0008" in text

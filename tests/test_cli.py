@@ -192,7 +192,7 @@ def test_the_job_summary_and_outputs_go_where_github_points(
     assert code == 0
     text = summary.read_text(encoding="utf-8")
     assert text.startswith("earlier step\n## Pythia run (dry run)\n")  # appended, not replaced
-    assert "| kestrel-users | 39 | 14 | 14 | None → 42 |  |" in text
+    assert "| kestrel-users | 39 | 14 | 14 | – → 42 |  |" in text
     assert "| troubleshooting | 3 |" in text and "| update | 1 |" in text
     assert "| dropped by the prefilter | 1 |" in text
     assert len(re.findall(r"^\| opened \| .+ \| file://", text, re.MULTILINE)) == 3

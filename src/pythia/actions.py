@@ -150,6 +150,10 @@ def configure_logging(*, level: str, secrets: Iterable[str], actions: bool) -> N
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
+def _mark(watermark: int | None) -> str:
+    return "–" if watermark is None else str(watermark)
+
+
 def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -176,7 +180,7 @@ def render_summary(report: RunReport) -> str:
                     s.messages_read,
                     s.threads,
                     s.threads_settled,
-                    f"{s.watermark_before} → {s.watermark_after}",
+                    f"{_mark(s.watermark_before)} → {_mark(s.watermark_after)}",
                     s.error or "",
                 ]
                 for s in report.streams

@@ -164,7 +164,7 @@ def test_a_dispatched_dry_run_writes_the_summary_and_outputs(act: str, tmp_path:
     assert len(summaries) == 1
     summary = summaries[0]
     assert summary.startswith("## Pythia run (dry run)\n")
-    assert "| kestrel-users | 39 | 14 | 14 | None → 42 |  |" in summary
+    assert "| kestrel-users | 39 | 14 | 14 | – → 42 |  |" in summary
     assert "| troubleshooting | 3 |" in summary and "| update | 1 |" in summary
     opened = re.findall(r"^\| opened \| .+ \| (file://\S+) \|$", summary, re.MULTILINE)
     assert len(opened) == 3
