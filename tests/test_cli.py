@@ -201,6 +201,9 @@ def test_the_job_summary_and_outputs_go_where_github_points(
     assert re.search(r"^\| propose \| 4 \| 9250 \| 505 \| 0 \| ", text, re.M)
     assert "### Skipped" in text and "### Failed" not in text
     assert "corporate" not in text.lower()  # chat text never lands in the summary
+    # a dry run shows the proposed diffs themselves, folded
+    assert text.count("<details><summary>") == 3
+    assert "+Since 2.3 Kestrel honours `HTTPS_PROXY`" in text
 
     values = read_outputs(outputs)
     assert values["proposals-opened"] == "3"

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from . import actions, db, index
 from .config import ConfigError
@@ -294,11 +295,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return finish(report, json_output=getattr(args, "json", False))
 
 
+def _dry_run_changes(report: RunReport) -> str:
+    """In a dry run, the proposed diffs themselves, folded, so reviewers see them in the job."""
+    if not report.dry_run:
+        return ""
+    parts = []
+    for url in report.proposals_opened:
+        if not url.startswith("file://"):
+            continue
+        patch = Path(unquote(urlparse(url).path)) / "change.patch"
+        if patch.is_file():
+            title = report.proposal_lines.get(url, patch.parent.name)
+            diff = patch.read_text(encoding="utf-8").replace("```", "`​``")
+            parts.append(
+                f"<details><summary>{title}</summary>\n\n```diff\n{diff}```\n\n</details>\n"
+            )
+    return "\n### Proposed changes\n\n" + "\n".join(parts) if parts else ""
+
+
 def finish(report: RunReport, *, json_output: bool) -> int:
     """Summary, outputs and the exit code: non-zero only when nothing could run."""
     path = report_path()
     write_report(report, path)
-    actions.add_summary(actions.render_summary(report))
+    actions.add_summary(actions.render_summary(report) + _dry_run_changes(report))
     actions.write_outputs(report, path)
     if json_output:
         print(report_json(report))
