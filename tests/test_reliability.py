@@ -1,0 +1,589 @@
+"""Crash-safe reruns, transient failures and bad input, on the Kestrel sample.
+
+The real pieces run: the export source, the index, the pipeline, `StateStore` on a
+`DataBranch` pushed to a local bare origin, `GitHubPublisher` with its branches pushed to that
+origin and its REST calls answered by a small fake GitHub on 127.0.0.1 (same paths and JSON
+fields as api.github.com, and GitHub's rule that a branch has at most one open PR), and, for
+transient failures, the real `GeminiLLM` against a fake Gemini endpoint
+(GOOGLE_GEMINI_BASE_URL). A crash is a `BaseException` raised at a stage boundary, so no
+`except Exception` in the code under test can swallow it, like a killed process. Nothing
+sleeps: Gemini's and Zulip's sleeps are injected, PyGithub's backoff is zero.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pytest
+
+from doubles import FunctionLLM, HashEmbedder
+from kestrel_model import answer
+from pythia import db, gemini, pipeline, prompts, safety
+from pythia.config import Config, Secrets, parse_config
+from pythia.github import GitHubPublisher, ProposalBranches, fingerprint_in, github_client
+from pythia.models import RunReport
+from pythia.ports import LLM
+from pythia.sources import build_source
+from pythia.state import DataBranch, StateStore
+from pythia.usage import UsageMeter
+from pythia.wiring import Workspace, searcher, update_docs_index
+
+FIXTURES = Path(__file__).parent / "fixtures"
+NOW = datetime(2026, 3, 6, 12, 0, tzinfo=timezone.utc)
+REPOSITORY = "kestrel/docs"
+LAST_ID = 42  # the sample chat's last message id
+PROPOSALS = 3  # proxy, relative cache dir, cache moved: what a clean run opens
+
+
+class Crash(BaseException):
+    """The process died here (injected)."""
+
+
+def git(cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=Maintainer", "-c", "user.email=m@example.com", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip()
+
+
+# ---------------------------------------------------------------- a fake GitHub
+
+
+@dataclass
+class FakeGitHub:
+    """The REST endpoints GitHubPublisher uses, with GitHub's semantics: a PR needs its head
+    branch on the origin, and one branch has at most one open PR (422 otherwise)."""
+
+    origin: Path
+    base: str = ""
+    pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
+    comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    labels: set[str] = field(default_factory=set)
+    # (method, path) -> status to answer instead, or None; requests counts every request
+    fail: Callable[[str, str], int | None] = lambda method, path: None
+    requests: int = 0
+    failures: int = 0
+    _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def error(self, status: int) -> dict[str, Any]:
+        return {"message": "Server Error" if status >= 500 else "API rate limit exceeded"}
+
+    def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        repo = f"/repos/{REPOSITORY}"
+        if path == repo:
+            return 200, {
+                "id": 1,
+                "name": "docs",
+                "full_name": REPOSITORY,
+                "default_branch": "main",
+                "url": self.base + repo,
+            }
+        if path == f"{repo}/pulls" and method == "GET":
+            return 200, [pr for pr in self.pulls.values() if pr["state"] == "open"]
+        if path == f"{repo}/pulls" and method == "POST":
+            return self.create_pull(body)
+        if match := re.fullmatch(rf"{repo}/pulls/(\d+)", path):
+            number = int(match.group(1))
+            return (200, self.pulls[number]) if number in self.pulls else (404, _not_found())
+        if match := re.fullmatch(rf"{repo}/labels/(.+)", path):
+            name = unquote(match.group(1))
+            if name in self.labels:
+                return 200, {"name": name, "color": "c5def5", "url": self.base + path}
+            return 404, _not_found()
+        if path == f"{repo}/labels" and method == "POST":
+            self.labels.add(body["name"])
+            return 201, {"name": body["name"], "color": body["color"], "url": self.base + path}
+        if match := re.fullmatch(rf"{repo}/issues/(\d+)/labels", path):
+            names = body if isinstance(body, list) else body["labels"]
+            return 200, [{"name": n, "color": "c5def5"} for n in names]
+        if match := re.fullmatch(rf"{repo}/issues/(\d+)/comments", path):
+            number = int(match.group(1))
+            if method == "GET":
+                return 200, self.comments.get(number, [])
+            comment_id = 1000 + sum(len(c) for c in self.comments.values())
+            comment = {
+                "id": comment_id,
+                "body": body["body"],
+                "url": f"{self.base}{repo}/issues/comments/{comment_id}",
+                "html_url": f"https://github.com/{REPOSITORY}/pull/{number}#issuecomment-{comment_id}",
+            }
+            self.comments.setdefault(number, []).append(comment)
+            return 201, comment
+        if match := re.fullmatch(rf"{repo}/issues/comments/(\d+)", path):
+            for comment in itertools.chain.from_iterable(self.comments.values()):
+                if comment["id"] == int(match.group(1)):
+                    comment["body"] = body["body"]
+                    return 200, comment
+        return 404, _not_found()
+
+    def create_pull(self, body: dict[str, Any]) -> tuple[int, Any]:
+        head = body["head"]
+        if any(pr["head"]["ref"] == head and pr["state"] == "open" for pr in self.pulls.values()):
+            return 422, _invalid(f"A pull request already exists for kestrel:{head}.")
+        listed = subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                str(self.origin),
+                "rev-parse",
+                "--verify",
+                "-q",
+                f"refs/heads/{head}",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if listed.returncode != 0:
+            return 422, _invalid("head invalid")
+        number = next(self._numbers)
+        self.pulls[number] = {
+            "id": number,
+            "number": number,
+            "state": "open",
+            "merged": False,
+            "title": body["title"],
+            "body": body["body"],
+            "draft": body.get("draft", False),
+            "html_url": f"https://github.com/{REPOSITORY}/pull/{number}",
+            "url": f"{self.base}/repos/{REPOSITORY}/pulls/{number}",
+            "issue_url": f"{self.base}/repos/{REPOSITORY}/issues/{number}",
+            "head": {"ref": head, "label": f"kestrel:{head}", "sha": listed.stdout.strip()},
+            "base": {"ref": body["base"], "label": f"kestrel:{body['base']}"},
+        }
+        return 201, self.pulls[number]
+
+    # -- what the tests look at --
+
+    def open_fingerprints(self) -> list[str | None]:
+        return [fingerprint_in(pr["body"]) for pr in self.pulls.values() if pr["state"] == "open"]
+
+    def thread_mentions(self) -> list[str]:
+        """Every conversation a PR body or evidence comment carries, once per appearance."""
+        texts = [pr["body"] for pr in self.pulls.values()]
+        texts += [c["body"] for cs in self.comments.values() for c in cs]
+        return [key for text in texts for key in re.findall(r"<!-- pythia:thread=(\S+) -->", text)]
+
+
+def _not_found() -> dict[str, str]:
+    return {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
+
+
+def _invalid(message: str) -> dict[str, Any]:
+    return {
+        "message": "Validation Failed",
+        "errors": [{"resource": "PullRequest", "code": "custom", "message": message}],
+        "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
+    }
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Any
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _answer(self) -> None:
+        app = self.server.app
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        path = urlsplit(self.path).path
+        with self.server.lock:
+            app.requests += 1
+            status = app.fail(self.command, path)
+            if status is not None:
+                app.failures += 1
+                payload: Any = app.error(status)
+                headers = {"Retry-After": "0"} if status == 429 else {}
+            else:
+                headers = {}
+                try:
+                    status, payload = app.handle(
+                        self.command, path, json.loads(raw) if raw else None
+                    )
+                except Exception as error:  # a bug in the fake: fail the test, not hang it
+                    self.server.errors.append(repr(error))
+                    status, payload = 400, {"message": repr(error)}
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Any], str]]:
+    """Serve an app (with `handle`-like routing through `_Handler`) on 127.0.0.1."""
+    servers: list[ThreadingHTTPServer] = []
+    errors: list[str] = []
+
+    def start(app: Any) -> str:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server.app = app  # type: ignore[attr-defined]
+        server.lock = threading.Lock()  # type: ignore[attr-defined]
+        server.errors = errors  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    assert errors == [], "the fake server met a request it does not understand"
+
+
+def every(n: int, status: int | Callable[[int], int]) -> Callable[[str, str], int | None]:
+    """Fail every n-th request (n=5 is a 20 % failure rate), deterministically."""
+    counter = itertools.count(1)
+
+    def fail(method: str, path: str) -> int | None:
+        number = next(counter)
+        if number % n:
+            return None
+        return status(number) if callable(status) else status
+
+    return fail
+
+
+# ---------------------------------------------------------------- the docs repo and a run
+
+
+@dataclass
+class Env:
+    work: Path
+    origin: Path
+    config: Config
+    index_path: Path
+    embedder: HashEmbedder
+    github: FakeGitHub
+    api: str
+
+    def data(self) -> DataBranch:
+        return DataBranch(self.work, branch=self.config.publish.data_branch)
+
+
+def sample_config(**overrides: Any) -> Config:
+    data: dict[str, Any] = {
+        "project": {"name": "Kestrel"},
+        "docs": {"root": "docs"},
+        "streams": [
+            {
+                "id": "kestrel-users",
+                "kind": "export",
+                "start": "oldest",
+                "path": str(FIXTURES / "sample-chat/result.json"),
+                "permalink_base": "https://t.me/kestrel_users",
+            }
+        ],
+        "publish": {"max_prs_per_run": 10, "max_open_prs": 10},
+        "privacy": {"salt": "test-salt"},
+    }
+    for key, value in overrides.items():
+        data[key] = {**data.get(key, {}), **value}
+    return parse_config(data)
+
+
+@pytest.fixture(autouse=True)
+def isolated_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "no-gitconfig"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.delenv("GITHUB_API_URL", raising=False)
+
+
+def make_env(root: Path, serve: Callable[..., str], config: Config | None = None) -> Env:
+    origin = root / "origin.git"
+    root.mkdir(parents=True, exist_ok=True)
+    git(root, "init", "-q", "--bare", "-b", "main", str(origin))
+    work = root / "work"
+    git(root, "clone", "-q", str(origin), str(work))
+    shutil.copytree(FIXTURES / "sample-docs/docs", work / "docs")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "docs")
+    git(work, "push", "-q", "origin", "HEAD:main")
+    config = config or sample_config()
+    embedder = HashEmbedder()
+    index_path = root / "index.sqlite"
+    workspace = Workspace(root=work, config=config, secrets=Secrets())
+    update_docs_index(workspace, index_path, embedder)
+    github = FakeGitHub(origin=origin)
+    api = serve(github)
+    github.base = api
+    return Env(work, origin, config, index_path, embedder, github, api)
+
+
+def run_once(env: Env, *, llm: LLM | None = None, meter: UsageMeter | None = None) -> RunReport:
+    """One scheduled run, wired the way `wiring.run_pipeline` wires it."""
+    config = env.config
+    workspace = Workspace(root=env.work, config=config, secrets=Secrets())
+    meter = meter or UsageMeter.from_config(config)
+    with env.data() as data:
+        store = data.store
+        publisher = GitHubPublisher(
+            repo_path=env.work,
+            repository=REPOSITORY,
+            github=github_client(
+                "test-github-token",
+                base_url=env.api,
+                seconds_between_requests=None,
+                seconds_between_writes=None,
+            ),
+            ledger=store.load_ledger(),
+            config=config.publish,
+            templates=prompts.environment(env.work),
+            clock=lambda: NOW,
+        )
+        conn = db.connect(env.index_path)
+        try:
+            deps = pipeline.Deps(
+                sources=[
+                    build_source(s, secrets=Secrets(), salt="test-salt") for s in config.streams
+                ],
+                llm=llm or FunctionLLM(answer, meter=meter),
+                search=searcher(workspace, conn, env.embedder),
+                read=workspace.read,
+                publisher=publisher,
+                store=store,
+                meter=meter,
+                docs_domains=safety.link_domains(
+                    p.read_text() for p in (env.work / "docs").glob("*.md")
+                ),
+                repo_root=env.work,
+            )
+            report = pipeline.run(config, deps, now=NOW)
+        finally:
+            conn.close()
+        store.save_ledger(publisher.ledger)
+        data.save(f"pythia: run of {NOW:%Y-%m-%d %H:%M} UTC")
+    return report
+
+
+def saved_state(env: Env) -> tuple[Any, Any]:
+    """The stream state and the ledger as the origin's data branch holds them."""
+    with env.data() as data:
+        return data.store.load_stream("kestrel-users"), data.store.load_ledger()
+
+
+JUDGED = re.compile(r'role="message"[^>]*>\n(.*?)\n</message>', re.DOTALL)
+
+
+def judged_messages(llm: FunctionLLM) -> set[str]:
+    return {
+        text for r in llm.requests if r.stage == "classify" for text in JUDGED.findall(r.prompt)
+    }
+
+
+def assert_exactly_once(env: Env, reference: set[str], judged: set[str]) -> None:
+    """One PR per proposal, every conversation in exactly one place, state complete."""
+    fingerprints = env.github.open_fingerprints()
+    assert len(fingerprints) == PROPOSALS == len(set(fingerprints)), fingerprints
+    threads = env.github.thread_mentions()
+    assert len(threads) == len(set(threads)) == PROPOSALS, threads
+    state, ledger = saved_state(env)
+    assert state.watermark == LAST_ID and state.done_ids == [] and state.failures == {}
+    entries = list(ledger.proposals.values())
+    assert sorted(e.pr_number for e in entries) == sorted(env.github.pulls)
+    assert all(e.status == "open" for e in entries)
+    keys = [key for e in entries for key in e.thread_keys]
+    assert sorted(keys) == sorted(threads)
+    assert reference <= judged, "a message was never judged"
+
+
+# ---------------------------------------------------------------- crash-safe reruns
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """The messages a clean run judges; every crashed-and-rerun history must judge them all."""
+    root = tmp_path_factory.mktemp("reference")
+    config = sample_config()
+    workspace = Workspace(root=root, config=config, secrets=Secrets())
+    shutil.copytree(FIXTURES / "sample-docs/docs", root / "docs")
+    embedder = HashEmbedder()
+    update_docs_index(workspace, root / "index.sqlite", embedder)
+    llm = FunctionLLM(answer)
+    conn = db.connect(root / "index.sqlite")
+    try:
+        pipeline.run(
+            config,
+            pipeline.Deps(
+                sources=[
+                    build_source(s, secrets=Secrets(), salt="test-salt") for s in config.streams
+                ],
+                llm=llm,
+                search=searcher(workspace, conn, embedder),
+                read=workspace.read,
+                publisher=_Null(),
+                store=StateStore(root / "state"),
+                meter=UsageMeter.from_config(config),
+            ),
+            now=NOW,
+        )
+    finally:
+        conn.close()
+    judged = judged_messages(llm)
+    assert len(judged) > 20
+    return judged
+
+
+class _Null:
+    def publish(self, proposal: Any) -> Any:
+        from pythia.ports import Published
+
+        return Published(action="opened", url=proposal.fingerprint)
+
+
+def once(real: Callable[..., Any], *, before: bool) -> Callable[..., Any]:
+    """`real`, except that its first call crashes, before or after doing its work."""
+    calls = itertools.count()
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        first = next(calls) == 0
+        if first and before:
+            raise Crash
+        result = real(*args, **kwargs)
+        if first:
+            raise Crash
+        return result
+
+    return wrapper
+
+
+FAULTS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
+    "after ingest": lambda mp: mp.setattr(
+        pipeline, "classify", once(pipeline.classify, before=True)
+    ),
+    "after classify": lambda mp: mp.setattr(
+        pipeline, "classify", once(pipeline.classify, before=False)
+    ),
+    "after proposal": lambda mp: mp.setattr(
+        pipeline, "propose", once(pipeline.propose, before=False)
+    ),
+    "after branch push": lambda mp: mp.setattr(
+        ProposalBranches, "push", once(ProposalBranches.push, before=False)
+    ),
+    "after PR creation": lambda mp: mp.setattr(
+        GitHubPublisher, "_create_pull", once(GitHubPublisher._create_pull, before=False)
+    ),
+    "before state save": lambda mp: mp.setattr(
+        StateStore, "save_stream", once(StateStore.save_stream, before=True)
+    ),
+    "before the data branch is pushed": lambda mp: mp.setattr(
+        DataBranch, "save", once(DataBranch.save, before=True)
+    ),
+    "during state push (not landed)": lambda mp: mp.setattr(
+        DataBranch, "_push", once(DataBranch._push, before=True)
+    ),
+    "during state push (landed, no answer)": lambda mp: mp.setattr(
+        DataBranch, "_push", once(DataBranch._push, before=False)
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_run_that_dies_is_completed_by_the_next_without_duplicates_or_losses(
+    fault: str,
+    tmp_path: Path,
+    serve: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+    reference: set[str],
+) -> None:
+    env = make_env(tmp_path, serve)
+    llm = FunctionLLM(answer)
+    with monkeypatch.context() as patched:
+        FAULTS[fault](patched)
+        with pytest.raises(Crash):
+            run_once(env, llm=llm)
+    second = run_once(env, llm=llm)
+    assert second.failed == [] and second.stopped_early is None
+    assert_exactly_once(env, reference, judged_messages(llm))
+    third = run_once(env, llm=llm)  # and the run after that has nothing left to do
+    assert third.messages_read == 0 and len(env.github.pulls) == PROPOSALS
+
+
+def test_two_crashes_in_a_row_still_end_in_one_pr_each(
+    tmp_path: Path, serve: Callable[..., str], monkeypatch: pytest.MonkeyPatch, reference: set[str]
+) -> None:
+    env = make_env(tmp_path, serve)
+    llm = FunctionLLM(answer)
+    for fault in ("after PR creation", "during state push (landed, no answer)"):
+        with monkeypatch.context() as patched:
+            FAULTS[fault](patched)
+            with pytest.raises(Crash):
+                run_once(env, llm=llm)
+    run_once(env, llm=llm)
+    assert_exactly_once(env, reference, judged_messages(llm))
+
+
+# ---------------------------------------------------------------- transient failures
+
+
+@dataclass
+class FakeGemini:
+    """`models/{model}:generateContent` answering like Gemini, from the Kestrel model."""
+
+    fail: Callable[[str, str], int | None] = lambda method, path: None
+    requests: int = 0
+    failures: int = 0
+
+    def error(self, status: int) -> dict[str, Any]:
+        reason = {429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}.get(status, "INTERNAL")
+        return {"error": {"code": status, "message": "Please try again later.", "status": reason}}
+
+    def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        prompt = "".join(p.get("text", "") for c in body["contents"] for p in c["parts"])
+        stage = "classify" if '<conversation id="T' in prompt else "propose"
+        text = answer(SimpleNamespace(stage=stage, prompt=prompt))  # type: ignore[arg-type]
+        return 200, {
+            "candidates": [
+                {
+                    "content": {"parts": [{"text": text}], "role": "model"},
+                    "finishReason": "STOP",
+                    "index": 0,
+                }
+            ],
+            "usageMetadata": {
+                "promptTokenCount": 900,
+                "candidatesTokenCount": 120,
+                "totalTokenCount": 1020,
+            },
+            "modelVersion": "gemini-3.5-flash-lite",
+        }
+
+
+def gemini_llm(
+    serve: Callable[..., str],
+    app: FakeGemini,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    meter: UsageMeter,
+    sleeps: list[float],
+) -> LLM:
+    """The real adapter, its client pointed at the fake (google-genai reads the variable)."""
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", serve(app))
+    return gemini.GeminiLLM(
+        gemini.make_client("test-gemini-key", timeout_seconds=10),
+        meter=meter,
+        retry=gemini.RetryPolicy(sleep=sleeps.append, random=lambda: 0.0),
+    )
