@@ -114,12 +114,14 @@ class MemoryPublisher:
 
     def __init__(self, *, fail_after: int | None = None) -> None:
         self.prs: dict[str, Proposal] = {}
+        self.order: list[str] = []
         self.comments: dict[str, int] = {}
         self.fail_after = fail_after
         self.calls = 0
 
     def publish(self, proposal: Proposal) -> Published:
         self.calls += 1
+        self.order.append(proposal.fingerprint)
         if self.fail_after is not None and self.calls > self.fail_after:
             raise RuntimeError("publisher crashed (injected)")
         if proposal.fingerprint in self.prs:

@@ -241,6 +241,11 @@ def test_limits_leave_proposals_waiting(docs_repo: Path, secrets_env: dict[str, 
     none_per_run = publisher(docs_repo, ledger, max_prs_per_run=0)
     assert none_per_run.publish(proposal(fingerprint="99aa00bb11cc22dd")).action == "waiting"
     assert sorted(e.status for e in ledger.proposals.values()) == ["waiting"] * 3
+    # waiting proposals are parked whole (minus quotes) so a later run can publish them
+    parked = ledger.proposals["77aa00bb11cc22dd"].parked
+    assert parked is not None
+    assert parked.proposal("77aa00bb11cc22dd").files == proposal().files
+    assert [p.fingerprint for p in ledger.parked()][0] == "77aa00bb11cc22dd"
 
 
 # --- feedback and commands -------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pythia import db, pipeline, safety
 from pythia.config import Config, Secrets, parse_config
 from pythia.github import DryRunPublisher
 from pythia.sources import build_source
-from pythia.state import StateStore
+from pythia.state import Ledger, LedgerEntry, ParkedProposal, StateStore
 from pythia.usage import UsageMeter
 from pythia.wiring import Workspace, searcher, update_docs_index
 
@@ -70,6 +70,7 @@ class Harness:
         dry_run: bool = False,
         meter: UsageMeter | None = None,
         clock: Any = None,
+        parked: Any = None,
     ) -> Any:
         conn = db.connect(self.index_path)
         texts = [p.read_text() for p in (self.repo / "docs").glob("*.md")]
@@ -86,6 +87,7 @@ class Harness:
             docs_domains=safety.link_domains(texts),
             repo_root=self.repo,
             **({"clock": clock} if clock else {}),
+            **({"parked": parked} if parked else {}),
         )
         try:
             return pipeline.run(self.config, deps, now=NOW, dry_run=dry_run)
@@ -256,3 +258,32 @@ def test_a_gemini_outage_stops_the_stage_and_keeps_everything_for_later(repo: Pa
     assert second.stopped_early is None
     assert len(publisher.prs) == 3
     assert harness.store.load_stream("kestrel-users").watermark == 42
+
+
+def test_proposals_parked_under_the_pr_limits_are_published_first_next_time(
+    repo: Path, tmp_path: Path
+) -> None:
+    harness = Harness(repo, make_config())
+    recorder = MemoryPublisher()
+    harness.run(llm=FunctionLLM(answer), publisher=recorder, dry_run=True)
+    parked = next(iter(recorder.prs.values()))
+
+    # Park it in a ledger, save and load it as the data branch would.
+    ledger = Ledger()
+    ledger.put(
+        LedgerEntry(
+            fingerprint=parked.fingerprint, status="waiting", parked=ParkedProposal.of(parked)
+        )
+    )
+    store = StateStore(tmp_path / "state")
+    store.save_ledger(ledger)
+    assert '"quote"' not in (tmp_path / "state/ledger.json").read_text()
+    reloaded = store.load_ledger().parked()
+    assert [p.fingerprint for p in reloaded] == [parked.fingerprint]
+    assert reloaded[0].files == parked.files and reloaded[0].diff == parked.diff
+
+    publisher = MemoryPublisher()
+    report = harness.run(llm=FunctionLLM(answer), publisher=publisher, parked=lambda: reloaded)
+    assert publisher.order[0] == parked.fingerprint
+    assert report.proposals_opened[0] == f"pr/{parked.fingerprint}"
+    assert len(publisher.prs) == 3  # the parked one is not opened twice

@@ -14,6 +14,7 @@ from typing import Any
 
 import git
 import jinja2
+import requests
 from github import Auth, Github, GithubException
 from github.PullRequest import PullRequest
 from github.Repository import Repository
@@ -22,7 +23,17 @@ from . import prompts
 from .config import Publish
 from .models import Evidence, Proposal
 from .ports import Published
-from .state import TERMINAL, Ledger, LedgerEntry, SourceRef, auth_env, bot_env, remote_url, utcnow
+from .state import (
+    TERMINAL,
+    Ledger,
+    LedgerEntry,
+    ParkedProposal,
+    SourceRef,
+    auth_env,
+    bot_env,
+    remote_url,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +49,22 @@ DEFAULT_LABEL_COLOR = "c5def5"
 
 class PublishError(Exception):
     """A proposal could not be pushed or its pull request could not be opened."""
+
+
+class PublisherUnavailable(PublishError):
+    """GitHub kept failing (5xx, rate limit, network) after PyGithub's retries: publishing
+    stops for this run and the proposals wait for the next one."""
+
+
+# PyGithub raises requests' own errors when its urllib3 retries run out on 5xx answers
+# (requests.exceptions.RetryError) or the network (ConnectionError), not GithubException.
+_API_ERRORS = (GithubException, requests.RequestException)
+
+
+def _outage(error: BaseException) -> bool:
+    if isinstance(error, requests.RequestException):
+        return True
+    return isinstance(error, GithubException) and (error.status >= 500 or error.status == 429)
 
 
 def github_client(
@@ -250,6 +277,17 @@ class GitHubPublisher:
     # -- the port --
 
     def publish(self, proposal: Proposal) -> Published:
+        try:
+            return self._publish(proposal)
+        except _API_ERRORS as error:
+            reason = _one_line(error)
+            if _outage(error):
+                raise PublisherUnavailable(
+                    f"GitHub is not answering ({reason}); publishing resumes next run"
+                ) from None
+            raise PublishError(f"could not publish '{proposal.title}': {reason}") from None
+
+    def _publish(self, proposal: Proposal) -> Published:
         entry = self.ledger.get(proposal.fingerprint)
         if entry is not None and entry.status in TERMINAL:
             where = f" #{entry.pr_number}" if entry.pr_number else ""
@@ -342,10 +380,11 @@ class GitHubPublisher:
             # from a run that died before opening its PR: replace it.
             self.branches.push(sha, branch, expected=self.branches.remote_head(branch))
             pr = self._create_pull(proposal, branch=branch, base=base)
-        except (GithubException, git.GitCommandError) as error:
+        except (*_API_ERRORS, git.GitCommandError) as error:
             reason = _one_line(error)
             self._record(proposal, entry, status="failed", reason=reason, branch=branch)
-            raise PublishError(f"could not open a PR for '{proposal.title}': {reason}") from None
+            failure = PublisherUnavailable if _outage(error) else PublishError
+            raise failure(f"could not open a PR for '{proposal.title}': {reason}") from None
         self._label(pr, [*self.config.labels, proposal.category])
         self.open_prs().append(pr)
         self.opened_this_run += 1
@@ -374,7 +413,7 @@ class GitHubPublisher:
         # Labels are a convenience: a PR without them is still a good PR.
         try:
             pr.add_to_labels(*self._ensure_labels(names))
-        except GithubException as error:
+        except _API_ERRORS as error:
             log.warning("could not label #%s: %s", pr.number, _one_line(error))
 
     def _ensure_labels(self, names: Sequence[str]) -> list[str]:
@@ -457,6 +496,8 @@ class GitHubPublisher:
             update["branch"] = branch
         if comment_id is not None:
             update["evidence_comment_id"] = comment_id
+        # A waiting proposal keeps what it needs to be published by a later run.
+        update["parked"] = ParkedProposal.of(proposal) if status == "waiting" else None
         return self.ledger.put(base.model_copy(update=update))
 
 

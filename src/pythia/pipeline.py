@@ -15,8 +15,8 @@ from .classify import classify
 from .config import Config
 from .edits import PathPolicy
 from .gemini import GeminiUnavailable
-from .github import PublishError
-from .models import Message, RunReport, StreamReport, Thread, Verdict
+from .github import PublishError, PublisherUnavailable
+from .models import Message, Proposal, RunReport, StreamReport, Thread, Verdict
 from .ports import LLM, Published, Publisher
 from .propose import NoChange, ProposalFailed, Searcher, propose
 from .safety import check_proposal, defang_proposal, sanitize_for_publishing
@@ -43,6 +43,7 @@ class Deps:
     repo_root: Path | None = None
     clock: Callable[[], float] = time.monotonic
     since: bool = False
+    parked: Callable[[], list[Proposal]] = list  # proposals that waited for room last time
 
 
 @dataclass
@@ -107,6 +108,7 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
                 _record(by_key[key], "no doc value")
 
         with _stage(report, "propose", deps.clock):
+            _publish_parked(deps, report)
             valuable = [v for v in classification.verdicts.values() if v.doc_value]
             for verdict in valuable:
                 if should_stop():
@@ -114,7 +116,8 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
                 stream, thread = by_key[verdict.thread_key]
                 try:
                     _propose_and_publish(thread, verdict, config, deps, report)
-                except (BudgetExhausted, GeminiUnavailable) as error:
+                except (BudgetExhausted, GeminiUnavailable, PublisherUnavailable) as error:
+                    # An outage is not the thread's fault: no failure counted, tried next run.
                     report.stopped_early = _one_line(error)
                     log.warning("proposals stopped: %s", report.stopped_early)
                     break
@@ -209,17 +212,31 @@ def _propose_and_publish(
     outcome = defang_proposal(
         outcome, docs_domains=deps.docs_domains, allowed_domains=config.docs.allowed_link_domains
     )
-    published: Published = deps.publisher.publish(outcome)
+    _note(report, outcome, deps.publisher.publish(outcome))
+
+
+def _publish_parked(deps: Deps, report: RunReport) -> None:
+    """Proposals that waited under the PR limits go first: they were judged already."""
+    for proposal in deps.parked():
+        try:
+            published = deps.publisher.publish(proposal)
+        except PublishError as error:
+            report.failed.append((proposal.thread_key, sanitize_for_publishing(str(error))))
+            continue
+        _note(report, proposal, published)
+
+
+def _note(report: RunReport, proposal: Proposal, published: Published) -> None:
     report.proposal_lines[published.url] = (
-        f"[{outcome.category}, confidence {outcome.confidence:.2f}] {outcome.title} "
-        f"({', '.join(outcome.paths)})"
+        f"[{proposal.category}, confidence {proposal.confidence:.2f}] {proposal.title} "
+        f"({', '.join(proposal.paths)})"
     )
     if published.action == "opened":
         report.proposals_opened.append(published.url)
     elif published.action == "updated":
         report.proposals_updated.append(published.url)
     else:
-        _skip(report, thread.key, published.reason or published.action)
+        _skip(report, proposal.thread_key, published.reason or published.action)
 
 
 def _skip(report: RunReport, thread_key: str, reason: str) -> None:

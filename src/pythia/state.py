@@ -15,6 +15,8 @@ from typing import Any, Literal, TypeVar
 import git
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .models import Edit, Evidence, Proposal
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -92,6 +94,61 @@ class SourceRef(BaseModel):
     score: float = 0.0
 
 
+class ParkedProposal(BaseModel):
+    """A proposal waiting for room under the PR limits: what will be published, minus quotes.
+
+    It holds the edited docs text and the model's own summary (both end up in the public PR),
+    message ids and permalinks, but never the text of a chat message.
+    """
+
+    stream: str
+    thread_key: str
+    category: str
+    title: str
+    summary: str
+    reasoning: str
+    confidence: float
+    edits: list[tuple[str, str, str, str]]
+    files: list[tuple[str, str]]
+    diff: str
+    evidence: list[tuple[int, str, datetime, str | None]] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, proposal: Proposal) -> ParkedProposal:
+        return cls(
+            stream=proposal.stream,
+            thread_key=proposal.thread_key,
+            category=proposal.category,
+            title=proposal.title,
+            summary=proposal.summary,
+            reasoning=proposal.reasoning,
+            confidence=proposal.confidence,
+            edits=[(e.path, e.search, e.replace, e.reason) for e in proposal.edits],
+            files=[(path, text) for path, text in proposal.files],
+            diff=proposal.diff,
+            evidence=[(e.message_id, e.author, e.sent_at, e.permalink) for e in proposal.evidence],
+        )
+
+    def proposal(self, fingerprint: str) -> Proposal:
+        return Proposal(
+            fingerprint=fingerprint,
+            stream=self.stream,
+            thread_key=self.thread_key,
+            category=self.category,
+            title=self.title,
+            summary=self.summary,
+            reasoning=self.reasoning,
+            confidence=self.confidence,
+            edits=tuple(Edit(*edit) for edit in self.edits),
+            diff=self.diff,
+            files=tuple((path, text) for path, text in self.files),
+            evidence=tuple(
+                Evidence(message_id=i, author=a, sent_at=t, quote="", permalink=link)
+                for i, a, t, link in self.evidence
+            ),
+        )
+
+
 class LedgerEntry(BaseModel):
     """What happened to one proposal fingerprint; no message text."""
 
@@ -110,6 +167,7 @@ class LedgerEntry(BaseModel):
     sources: list[SourceRef] = Field(default_factory=list)
     evidence_comment_id: int | None = None
     reason: str = ""
+    parked: ParkedProposal | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -134,6 +192,15 @@ class Ledger(BaseModel):
 
     def by_branch(self, branch: str) -> LedgerEntry | None:
         return next((e for e in self.proposals.values() if branch and e.branch == branch), None)
+
+    def parked(self) -> list[Proposal]:
+        """Proposals waiting for room, oldest first, ready to publish again."""
+        waiting = [e for e in self.proposals.values() if e.status == "waiting" and e.parked]
+        return [
+            e.parked.proposal(e.fingerprint)
+            for e in sorted(waiting, key=lambda e: e.created_at)
+            if e.parked is not None
+        ]
 
     def with_status(self, *statuses: str) -> list[LedgerEntry]:
         found = [e for e in self.proposals.values() if e.status in statuses]

@@ -237,6 +237,7 @@ def run_pipeline(workspace: Workspace, args: argparse.Namespace) -> RunReport:
                 docs_domains=safety.link_domains(docs_texts.values()),
                 repo_root=workspace.root,
                 since=bool(args.since),
+                parked=ledger.parked,
             )
             with actions.group("Read, classify, propose", enabled=actions.in_actions()):
                 report = pipeline.run(config, deps, now=now, dry_run=args.dry_run)
