@@ -245,7 +245,7 @@ def test_limits_leave_proposals_waiting(docs_repo: Path, secrets_env: dict[str, 
     parked = ledger.proposals["77aa00bb11cc22dd"].parked
     assert parked is not None
     assert parked.proposal("77aa00bb11cc22dd").files == proposal().files
-    assert [p.fingerprint for p in ledger.parked()][0] == "77aa00bb11cc22dd"
+    assert next(p.fingerprint for p in ledger.parked()) == "77aa00bb11cc22dd"
 
 
 # --- feedback and commands -------------------------------------------------------------------
