@@ -116,7 +116,7 @@ def classify_reply(prompt: str) -> dict[str, object]:
 
 def propose_reply(prompt: str) -> dict[str, object]:
     for prefix, (path, search, replace) in EDITS.items():
-        if f". {prefix}" in prompt:
+        if f"Summary: {prefix}" in prompt:
             indices = [int(i) for i in MESSAGE_INDEX.findall(prompt)]
             return {
                 "change": True,

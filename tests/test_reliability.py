@@ -797,11 +797,6 @@ def test_zulip_rate_limits_at_20_percent_are_waited_out(tmp_path: Path) -> None:
     assert state.watermark == 129
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hole in sources/zulip.py: an 'http-error' answer (a Zulip 5xx) is not retried; "
-    "the stream fails for the run instead",
-)
 def test_zulip_5xx_at_20_percent_are_retried(tmp_path: Path) -> None:
     client = FlakyZulip(30, every(5, lambda n: (502, 503)[n % 2]))
     report, state = zulip_run(tmp_path, client, [])

@@ -223,20 +223,26 @@ class ZulipSource:
                 ) from error
             if answer.get("result") == "success":
                 return answer
-            if answer.get("code") != "RATE_LIMIT_HIT":
+            server_error = answer.get("result") == "http-error" and int(
+                answer.get("status_code") or 0
+            ) >= 500
+            if not server_error and answer.get("code") != "RATE_LIMIT_HIT":
                 raise SourceError(
                     f"stream '{self.stream}': Zulip refused to list messages of "
                     f"'{self.config.channel}' ({answer.get('msg', 'no reason given')}); "
                     "check the channel name, the bot's subscription and ZULIP_API_KEY"
                 )
-            seconds = float(answer.get("retry-after", 1.0))
+            # A 429 says how long to wait; a 5xx gets exponential backoff (1, 2, 4, ... s).
+            seconds = (
+                float(2**attempt) if server_error else float(answer.get("retry-after", 1.0))
+            )
             if attempt == MAX_RATE_LIMIT_WAITS or seconds > MAX_RATE_LIMIT_SECONDS:
                 break
             self._sleep(seconds)
         raise StreamInterrupted(
             self.stream,
             last_id=last_id,
-            reason="Zulip kept answering 429 (rate limit); the rest is read next run",
+            reason="Zulip kept answering 429 or 5xx; the rest is read next run",
         )
 
     def normalise(self, raw: dict[str, Any]) -> Message:
