@@ -34,12 +34,13 @@ from doubles import FunctionLLM, HashEmbedder
 from kestrel_model import answer
 from pythia import db, gemini, pipeline, prompts, safety
 from pythia.config import Config, ConfigError, Secrets, load_config, parse_config
+from pythia.databranch import DataBranch
 from pythia.github import GitHubPublisher, ProposalBranches, fingerprint_in, github_client
 from pythia.models import RunReport
 from pythia.ports import LLM
 from pythia.sources import build_source
 from pythia.sources.zulip import ZulipSource
-from pythia.state import DataBranch, StateStore
+from pythia.state import StateStore
 from pythia.usage import UsageMeter
 from pythia.wiring import Workspace, searcher, update_docs_index
 

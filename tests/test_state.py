@@ -10,17 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from pythia.databranch import BOT_EMAIL, INDEX_SUBJECT, DataBranch, DataBranchError, auth_env
 from pythia.state import (
-    BOT_EMAIL,
-    INDEX_SUBJECT,
-    DataBranch,
-    DataBranchError,
     Failure,
     Ledger,
     LedgerEntry,
     StateStore,
     StreamState,
-    auth_env,
     merge_ledgers,
     merge_stream_states,
 )

@@ -21,19 +21,10 @@ from github.Repository import Repository
 
 from . import prompts
 from .config import Publish
+from .databranch import auth_env, bot_env, remote_url
 from .models import Evidence, Proposal
 from .ports import Published
-from .state import (
-    TERMINAL,
-    Ledger,
-    LedgerEntry,
-    ParkedProposal,
-    SourceRef,
-    auth_env,
-    bot_env,
-    remote_url,
-    utcnow,
-)
+from .state import TERMINAL, Ledger, LedgerEntry, ParkedProposal, SourceRef, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -411,10 +411,10 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def explain(error: Exception) -> str | None:
     """One line for errors a user can fix; None for bugs, which keep their traceback."""
+    from .databranch import DataBranchError
     from .edits import EditError
     from .gemini import GeminiError
     from .sources import SourceError
-    from .state import DataBranchError
     from .structured import MalformedReply
 
     known: tuple[type[Exception], ...] = (

@@ -111,7 +111,7 @@ def _uses_data_branch(workspace: Workspace, explicit_index: Path | None) -> bool
 def open_storage(workspace: Workspace, explicit_index: Path | None) -> Iterator[Storage]:
     """The data branch when this is a checkout with an origin; `.pythia/` otherwise."""
     if _uses_data_branch(workspace, explicit_index):
-        from .state import DataBranch
+        from .databranch import DataBranch
 
         token = workspace.secrets.github_token
         with DataBranch(

@@ -1,0 +1,283 @@
+"""The `pythia-data` branch: a private checkout of the index and state, saved with retries."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import git
+
+from .state import StateStore, merge_state_file
+
+log = logging.getLogger(__name__)
+
+
+BOT_NAME = "github-actions[bot]"
+BOT_EMAIL = "41898282+github-actions[bot]@users.noreply.github.com"
+INDEX_FILE = "index.sqlite"
+STATE_DIR = "state"
+INDEX_SUBJECT = "pythia: update the docs index"
+_README = """# pythia-data
+
+Written by Pythia: `index.sqlite` (the docs index) and `state/` (stream watermarks and the
+proposal ledger). It holds ids, hashes, statuses and PR numbers, never chat messages.
+Do not protect this branch; Pythia replaces its index commit instead of stacking them.
+"""
+
+
+class DataBranchError(Exception):
+    """The data branch could not be fetched or pushed."""
+
+
+def bot_env() -> dict[str, str]:
+    """The bot identity for commits, through the environment so no git config is touched."""
+    return {
+        "GIT_AUTHOR_NAME": BOT_NAME,
+        "GIT_AUTHOR_EMAIL": BOT_EMAIL,
+        "GIT_COMMITTER_NAME": BOT_NAME,
+        "GIT_COMMITTER_EMAIL": BOT_EMAIL,
+    }
+
+
+def auth_env(remote_url: str, token: str | None) -> dict[str, str]:
+    """Pass the token as an `http.extraheader` through GIT_CONFIG_* variables.
+
+    Not `-c` on the command line: GitPython puts the whole command line into GitCommandError
+    messages (and `ps` shows it), which would leak the token. The key is URL-qualified because
+    git keeps only the most specific match (git-config(1), "http.<url>.*"), so a generic key
+    would lose to the header actions/checkout persists; the empty value first clears that one
+    ("an empty value will reset the extra headers to the empty list").
+    """
+    if not token or not remote_url.startswith(("https://", "http://")):
+        return {}
+    scheme, rest = remote_url.split("://", 1)
+    key = f"http.{scheme}://{rest.split('/', 1)[0]}/.extraheader"
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    return {
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_0": key,
+        "GIT_CONFIG_VALUE_0": "",
+        "GIT_CONFIG_KEY_1": key,
+        "GIT_CONFIG_VALUE_1": f"AUTHORIZATION: basic {basic}",
+    }
+
+
+def remote_url(repo_path: Path, remote: str) -> str:
+    """The URL of `remote`, with a relative local path made absolute."""
+    try:
+        url = str(git.Repo(repo_path).git.remote("get-url", remote))
+    except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise DataBranchError(
+            f"{repo_path} has no git remote '{remote}'; run Pythia inside a clone of the repo"
+        ) from None
+    if "://" not in url and not url.startswith("git@"):
+        candidate = (Path(repo_path) / url).resolve()
+        if candidate.exists():
+            return str(candidate)
+    return url
+
+
+class DataBranch:
+    """A private checkout of the data branch: open, change `path`, then `save`.
+
+    The checkout is a throwaway repository in a temp dir, so the user's working tree, index and
+    current branch are never touched.
+    """
+
+    def __init__(
+        self,
+        repo_path: Path | str,
+        branch: str = "pythia-data",
+        remote: str = "origin",
+        token: str | None = None,
+        *,
+        max_attempts: int = 4,
+    ) -> None:
+        self.repo_path = Path(repo_path)
+        self.branch = branch
+        self.remote = remote
+        self.max_attempts = max_attempts
+        self.created = False
+        self._token = token
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._remote_sha: str | None = None
+        self._repo: Any = None
+
+    def __enter__(self) -> DataBranch:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def path(self) -> Path:
+        if self._tmp is None:
+            raise DataBranchError("the data branch is not open; call open() first")
+        return Path(self._tmp.name)
+
+    @property
+    def index_path(self) -> Path:
+        return self.path / INDEX_FILE
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path / STATE_DIR
+
+    @property
+    def store(self) -> StateStore:
+        return StateStore(self.state_dir)
+
+    def open(self) -> Path:
+        """Fetch the branch into a temp checkout, or start it as an orphan if it is missing."""
+        url = remote_url(self.repo_path, self.remote)
+        self._tmp = tempfile.TemporaryDirectory(prefix="pythia-data-")
+        self._repo = git.Repo.init(self._tmp.name)
+        self._repo.git.update_environment(**bot_env(), **auth_env(url, self._token))
+        self._git("remote", "add", "origin", url)
+        self._remote_sha = self._fetch()
+        if self._remote_sha is None:
+            self._git("symbolic-ref", "HEAD", f"refs/heads/{self.branch}")
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            (self.path / "README.md").write_text(_README, encoding="utf-8")
+            self.created = True
+        else:
+            self._git("checkout", "-q", "-B", self.branch, self._remote_sha)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        return self.path
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._repo.close()
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def save(self, message: str) -> bool:
+        """Commit and push what changed; False when nothing did. Retries when another run won."""
+        snapshot = self._changes()
+        for _attempt in range(self.max_attempts):
+            if not snapshot:
+                return False
+            self._commit(message)
+            if self._push():
+                self._remote_sha = self._rev("HEAD")
+                return True
+            self._reapply(snapshot)
+            snapshot = self._changes()
+        raise DataBranchError(
+            f"another run kept pushing to '{self.branch}' ({self.max_attempts} attempts); "
+            "this run's state was not saved, rerun it"
+        )
+
+    # -- git plumbing --
+
+    def _git(self, *args: str) -> str:
+        return str(self._repo.git.execute(["git", *args]))
+
+    def _rev(self, ref: str) -> str | None:
+        try:
+            return self._git("rev-parse", "--verify", "-q", ref).strip() or None
+        except git.GitCommandError:
+            return None
+
+    def _fetch(self) -> str | None:
+        ref = f"refs/heads/{self.branch}"
+        try:
+            listed = self._git("ls-remote", "--heads", "origin", ref)
+            if not listed.strip():
+                return None
+            self._git("fetch", "-q", "origin", f"+{ref}:refs/remotes/origin/{self.branch}")
+        except git.GitCommandError as error:
+            raise DataBranchError(
+                f"cannot fetch '{self.branch}' from '{self.remote}' "
+                f"({_last_line(error.stderr)}); check the token's contents permission"
+            ) from None
+        return self._rev(f"refs/remotes/origin/{self.branch}")
+
+    def _changes(self) -> dict[str, bytes]:
+        """Files that differ from the last pushed commit, with this run's content."""
+        self._git("add", "-A")
+        if self._rev("HEAD") is None:
+            names = self._git("ls-files").splitlines()
+        else:
+            names = self._git("diff", "--cached", "--name-only", "HEAD").splitlines()
+        return {n: (self.path / n).read_bytes() for n in names if (self.path / n).is_file()}
+
+    def _commit(self, message: str) -> None:
+        # The index always rides in its own commit on top: replacing that commit each save
+        # keeps one index blob in history instead of one per rebuild; state commits (a few
+        # KB of JSON) stack below it.
+        head = self._rev("HEAD")
+        if head is not None and self._is_index_commit(head):
+            self._git("reset", "-q", "--soft", "HEAD~1")
+            head = self._rev("HEAD")
+        staged = self._staged(head)
+        if any(name != INDEX_FILE for name in staged):
+            if INDEX_FILE in staged:
+                self._unstage_index(head)
+            self._git("commit", "-q", "--no-verify", "-m", message)
+            head = self._rev("HEAD")
+        if INDEX_FILE in self._staged(head, add_index=True):
+            self._git("commit", "-q", "--no-verify", "-m", INDEX_SUBJECT, "-m", message)
+
+    def _staged(self, head: str | None, *, add_index: bool = False) -> list[str]:
+        if add_index and (self.path / INDEX_FILE).exists():
+            self._git("add", INDEX_FILE)
+        if head is None:
+            return self._git("ls-files").splitlines()
+        return self._git("diff", "--cached", "--name-only", head).splitlines()
+
+    def _unstage_index(self, head: str | None) -> None:
+        if head is None:
+            self._git("rm", "-q", "--cached", INDEX_FILE)
+        else:
+            self._git("reset", "-q", head, "--", INDEX_FILE)
+
+    def _is_index_commit(self, sha: str) -> bool:
+        author = self._git("log", "-1", "--format=%ae%n%s", sha).splitlines()
+        if author[:2] != [BOT_EMAIL, INDEX_SUBJECT] or self._rev(f"{sha}~1") is None:
+            return False
+        touched = self._git("diff-tree", "--no-commit-id", "--name-only", "-r", sha).splitlines()
+        return touched == [INDEX_FILE]
+
+    def _push(self) -> bool:
+        lease = f"refs/heads/{self.branch}:{self._remote_sha or ''}"
+        try:
+            self._git(
+                "push", "-q", f"--force-with-lease={lease}", "origin",
+                f"HEAD:refs/heads/{self.branch}",
+            )  # fmt: skip
+        except git.GitCommandError as error:
+            stderr = str(error.stderr)
+            if any(s in stderr for s in ("stale info", "rejected", "fetch first")):
+                log.info("the data branch moved during this run; merging and retrying")
+                return False
+            raise DataBranchError(
+                f"cannot push '{self.branch}' ({_last_line(stderr)}); the branch must not be "
+                "protected and the token needs contents: write"
+            ) from None
+        return True
+
+    def _reapply(self, snapshot: dict[str, bytes]) -> None:
+        """Move onto the branch as another run left it, then re-apply this run's changes."""
+        self._remote_sha = self._fetch()
+        if self._remote_sha is None:
+            raise DataBranchError(f"'{self.branch}' was deleted during this run; rerun it")
+        self._git("reset", "-q", "--hard", self._remote_sha)
+        self._git("clean", "-q", "-fdx")
+        for name, ours in snapshot.items():
+            target = self.path / name
+            data = ours
+            if name.startswith(f"{STATE_DIR}/") and name.endswith(".json") and target.exists():
+                data = merge_state_file(Path(name).name, ours, target.read_bytes())
+            # Anything else (the index) is this run's: it was built from the docs this run saw.
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+
+
+def _last_line(text: object) -> str:
+    lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+    return lines[-1].strip("'\" ") if lines else "no detail"
