@@ -12,6 +12,7 @@ import pytest
 
 from doubles import HashEmbedder
 from pythia import db, index
+from pythia import search as hybrid
 from pythia.chunking import chunk_markdown
 from pythia.ports import EmbedTask
 
@@ -141,7 +142,7 @@ def test_renaming_a_heading_re_embeds_every_chunk_under_it(conn: Any, docs: Path
 
 def test_deleting_a_file_removes_its_chunks_and_vectors(conn: Any, docs: Path) -> None:
     update(conn, docs, HashEmbedder())
-    assert index.search(conn, "kestrel-docker")[0].path == "plugins.md"
+    assert hybrid.search(conn, "kestrel-docker")[0].path == "plugins.md"
     (docs / "plugins.md").unlink()
 
     stats = update(conn, docs, HashEmbedder())
@@ -152,7 +153,7 @@ def test_deleting_a_file_removes_its_chunks_and_vectors(conn: Any, docs: Path) -
     info = index.index_info(conn)
     assert info.chunks == info.vectors == stats.chunks_total
     assert conn.execute("select count(*) from chunk_vectors").fetchone()[0] == info.vectors
-    assert index.search(conn, "kestrel-docker") == []
+    assert hybrid.search(conn, "kestrel-docker") == []
 
 
 def test_renaming_a_file_moves_its_chunks_without_embedding(conn: Any, docs: Path) -> None:
@@ -181,7 +182,7 @@ def test_a_new_embedding_model_rebuilds_every_vector(conn: Any, docs: Path) -> N
     assert stats.files_changed == 9
     info = index.index_info(conn)
     assert (info.embedding_model, info.dimensions) == ("hash-embedding-v2", 32)
-    assert index.search(conn, "homebrew", embedder=other)[0].anchor == "with-homebrew"
+    assert hybrid.search(conn, "homebrew", embedder=other)[0].anchor == "with-homebrew"
 
 
 def test_full_rebuild_embeds_everything_again(conn: Any, docs: Path) -> None:
@@ -214,7 +215,7 @@ def test_without_an_embedder_the_index_is_bm25_only(conn: Any, docs: Path) -> No
     assert stats.chunks_embedded == 0
     assert not index.has_vectors(conn)
     assert index.index_info(conn).embedding_model == ""
-    hits = index.search(conn, "homebrew", embedder=HashEmbedder())
+    hits = hybrid.search(conn, "homebrew", embedder=HashEmbedder())
     assert hits[0].anchor == "with-homebrew"
 
 
@@ -311,7 +312,7 @@ def test_fts_stays_in_step_with_chunks(conn: Any, docs: Path) -> None:
     edit(docs / "installation.md", "Homebrew", "Linuxbrew")
     update(conn, docs)
 
-    assert index.bm25_ranking(conn, "Homebrew", limit=5) == []
+    assert hybrid.bm25_ranking(conn, "Homebrew", limit=5) == []
     # FTS5's integrity-check raises SQLITE_CORRUPT_VTAB when the index and content differ.
     conn.execute("insert into chunks_fts (chunks_fts) values ('integrity-check')")
 
@@ -389,7 +390,7 @@ def test_git_uncommitted_and_untracked_changes_are_indexed_and_reverts_undone(
 
     dirty = update(conn, docs)
     assert dirty.files_changed == 2
-    assert index.search(conn, "HTTPS_PROXY")[0].path == "proxies.md"
+    assert hybrid.search(conn, "HTTPS_PROXY")[0].path == "proxies.md"
     assert "~/.cache/kestrel" in section_text(conn, "cache.md", "location")
     repo.git.checkout("--", "docs/cache.md")
     (docs / "proxies.md").unlink()
@@ -414,7 +415,7 @@ def test_git_unknown_recorded_commit_falls_back_to_hashing(
     stats = update(conn, docs)
 
     assert stats.files_changed == 1
-    assert "Apache" in index.search(conn, "license")[0].text
+    assert "Apache" in hybrid.search(conn, "license")[0].text
 
 
 def test_git_paths_with_non_ascii_names(conn: Any, docs: Path, repo: git.Repo) -> None:
@@ -453,7 +454,7 @@ def test_bm25_ranks_the_expected_section_first(
 ) -> None:
     conn, _ = built
 
-    top = index.search(conn, query, k=3)[0]
+    top = hybrid.search(conn, query, k=3)[0]
 
     assert (top.path, top.anchor) == (path, anchor)
 
@@ -465,7 +466,7 @@ def test_hybrid_ranks_the_expected_section_first(
     conn, embedder = built
     embedder.calls.clear()
 
-    hits = index.search(conn, query, k=3, embedder=embedder)
+    hits = hybrid.search(conn, query, k=3, embedder=embedder)
 
     assert (hits[0].path, hits[0].anchor) == (path, anchor)
     assert embedder.calls == [[query]] and embedder.tasks[-1] == "query"
@@ -473,23 +474,23 @@ def test_hybrid_ranks_the_expected_section_first(
 
 def test_hybrid_adds_vector_neighbours_to_keyword_hits(built: tuple[Any, HashEmbedder]) -> None:
     conn, embedder = built
-    keyword = index.search(conn, "dry-run", k=5)
+    keyword = hybrid.search(conn, "dry-run", k=5)
 
-    hybrid = index.search(conn, "dry-run", k=5, embedder=embedder)
+    both = hybrid.search(conn, "dry-run", k=5, embedder=embedder)
 
-    assert len(keyword) == 2 and len(hybrid) == 5
-    assert {h.anchor for h in hybrid[:2]} == {h.anchor for h in keyword}
-    nearest = index.vector_ranking(conn, embedder.vector("dry-run"), limit=50)
+    assert len(keyword) == 2 and len(both) == 5
+    assert {h.anchor for h in both[:2]} == {h.anchor for h in keyword}
+    nearest = hybrid.vector_ranking(conn, embedder.vector("dry-run"), limit=50)
     neighbour_texts = {
         conn.execute("select text from chunks where id = ?", (i,)).fetchone()[0] for i, _ in nearest
     }
-    assert all(hit.text in neighbour_texts for hit in hybrid[2:])
+    assert all(hit.text in neighbour_texts for hit in both[2:])
 
 
 def test_hybrid_scores_are_fused_reciprocal_ranks(built: tuple[Any, HashEmbedder]) -> None:
     conn, embedder = built
 
-    hits = index.search(conn, "remote cache URL", k=5, embedder=embedder)
+    hits = hybrid.search(conn, "remote cache URL", k=5, embedder=embedder)
 
     assert all(0 < hit.score <= 2 / 61 for hit in hits)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
@@ -502,21 +503,21 @@ def test_hybrid_scores_are_fused_reciprocal_ranks(built: tuple[Any, HashEmbedder
 def test_user_text_never_breaks_the_fts_query(built: tuple[Any, HashEmbedder], query: str) -> None:
     conn, embedder = built
 
-    index.search(conn, query)
-    index.search(conn, query, embedder=embedder)
+    hybrid.search(conn, query)
+    hybrid.search(conn, query, embedder=embedder)
 
 
 def test_punctuation_only_queries_find_nothing_by_keyword(built: tuple[Any, HashEmbedder]) -> None:
     conn, _ = built
 
-    assert index.search(conn, "?!? ***") == []
+    assert hybrid.search(conn, "?!? ***") == []
 
 
 def test_hyphenated_words_search_as_a_phrase(built: tuple[Any, HashEmbedder]) -> None:
     conn, _ = built
 
-    assert index.fts_query('use --dry-run "now"') == '"use" OR "--dry-run" OR "now"'
-    hits = index.search(conn, "dry-run")
+    assert hybrid.fts_query('use --dry-run "now"') == '"use" OR "--dry-run" OR "now"'
+    hits = hybrid.search(conn, "dry-run")
     assert {hit.anchor for hit in hits} == {"kestrel-run", "a-task-runs-every-time"}
     assert all("--dry-run" in hit.text for hit in hits)
 
@@ -525,11 +526,11 @@ def test_a_different_embedder_than_the_index_is_refused(built: tuple[Any, HashEm
     conn, _ = built
 
     with pytest.raises(index.EmbeddingMismatch, match="hash-embedding-v1"):
-        index.search(conn, "cache", embedder=HashEmbedder(model="other", dimensions=256))
+        hybrid.search(conn, "cache", embedder=HashEmbedder(model="other", dimensions=256))
 
 
 def test_reciprocal_rank_fusion_rewards_agreement() -> None:
-    fused = index.reciprocal_rank_fusion([[1, 2, 3], [3, 1, 4]], k=60)
+    fused = hybrid.reciprocal_rank_fusion([[1, 2, 3], [3, 1, 4]], k=60)
 
     assert [item for item, _ in fused] == [1, 3, 2, 4]
     assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import actions, index
+from . import search as hybrid
 from .config import Config, Secrets, Stream, load_config
 from .models import Hit
 from .ports import Embedder
@@ -167,7 +168,7 @@ def searcher(
     def search(query: str, k: int) -> list[Hit]:
         return [
             replace(hit, path=prefix + hit.path)
-            for hit in index.search(conn, query, k=k, embedder=embedder)
+            for hit in hybrid.search(conn, query, k=k, embedder=embedder)
         ]
 
     return search
