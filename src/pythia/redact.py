@@ -1,0 +1,342 @@
+"""Finding and redacting secrets and personal data in text, with typed placeholders."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+PLACEHOLDERS = {"email": "[email]", "phone": "[phone]", "ip": "[ip]", "secret": "[secret]"}
+# Higher first: when two findings overlap, the more dangerous kind keeps its span.
+_PRIORITY = ("secret", "email", "ip", "phone")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A piece of sensitive text: its kind (a key of PLACEHOLDERS), span and what it looks like."""
+
+    kind: str
+    start: int
+    end: int
+    label: str
+
+    @property
+    def placeholder(self) -> str:
+        return PLACEHOLDERS[self.kind]
+
+
+@dataclass(frozen=True)
+class _Detector:
+    kind: str
+    label: str
+    pattern: re.Pattern[str]
+    group: int | str = 0
+    keep: Callable[[str], bool] | None = None
+
+
+# ---------------------------------------------------------------- validators
+
+
+def _mixed(value: str) -> bool:
+    """Real keys mix upper case, lower case and digits; prose and slugs like 'sk-learn' do not."""
+    return (
+        any(c.isdigit() for c in value)
+        and any(c.isupper() for c in value)
+        and any(c.islower() for c in value)
+    )
+
+
+def _not_example(value: str) -> bool:
+    """Skip the documented sample values (AKIAIOSFODNN7EXAMPLE) and filler like ghp_xxxx...."""
+    body = re.sub(r"^[a-z]+[_-]", "", value, flags=re.IGNORECASE)
+    return "example" not in value.lower() and len(set(body)) >= 6
+
+
+_RESERVED_EMAIL_DOMAINS = ("example.com", "example.org", "example.net")
+_RESERVED_TLDS = (".example", ".test", ".invalid", ".localhost")
+
+
+def _real_email(value: str) -> bool:
+    local, _, domain = value.rpartition("@")
+    domain = domain.lower()
+    if local.lower() == "git":  # git@github.com:org/repo.git is an SSH remote, not a person
+        return False
+    reserved = domain in _RESERVED_EMAIL_DOMAINS or domain.endswith(_RESERVED_TLDS)
+    return not reserved and not any(domain.endswith("." + d) for d in _RESERVED_EMAIL_DOMAINS)
+
+
+_DOC_NETWORKS = tuple(
+    ipaddress.ip_network(net)
+    for net in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+
+
+def _real_ip(value: str) -> bool:
+    """Loopback, 'any' and the documentation ranges (RFC 5737, RFC 3849) identify nobody."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    if address.is_loopback or address.is_unspecified:
+        return False
+    return not any(address in net for net in _DOC_NETWORKS if net.version == address.version)
+
+
+def _real_ipv6(value: str) -> bool:
+    return value.count(":") >= 2 and _real_ip(value)
+
+
+def _digits_between(low: int, high: int) -> Callable[[str], bool]:
+    def keep(value: str) -> bool:
+        digits = re.sub(r"\D", "", value)
+        return low <= len(digits) <= high and len(set(digits)) > 1
+
+    return keep
+
+
+_PLACEHOLDER_WORDS = {
+    "true", "false", "null", "none", "nil", "yes", "no", "on", "off", "required", "optional",
+    "string", "str", "int", "secret", "password", "token", "redacted", "changeme", "hidden",
+    "undefined", "empty", "env", "value",
+}  # fmt: skip
+
+
+def _real_value(value: str) -> bool:
+    """A value after `password=` that is not an obvious placeholder or reference."""
+    clean = value.strip().strip("\"'")
+    lowered = clean.lower()
+    if len(clean) < 4 or lowered in _PLACEHOLDER_WORDS or len(set(clean)) <= 2:
+        return False
+    if clean[0] in "$%<{[(*#/~." or clean.startswith(("http://", "https://")):
+        return False
+    if any(word in lowered for word in ("example", "your", "placeholder", "dummy", "<", "...")):
+        return False
+    # `token = os.environ.get` and `api_key: settings.key` are code, not values.
+    return re.fullmatch(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?:\(.*)?", clean) is None
+
+
+def _looks_secret(value: str) -> bool:
+    """Unquoted values after `key:` are often prose ('token: expired'); want a digit or symbol."""
+    return _real_value(value) and len(value) >= 6 and bool(re.search(r"[\d_+/=!@#%^&*-]", value))
+
+
+# ---------------------------------------------------------------- detectors
+
+_B = r"(?<![\w-])"  # not glued to the end of a longer token
+_E = r"(?![\w-])"  # nor to the start of one
+_KEY_WORDS = (
+    r"password|passwd|pwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key"
+    r"|private[_-]?key|client[_-]?secret|auth[_-]?key|credentials?"
+)
+_PHONE_BEFORE = r"(?<![\w+/.:=#-])"
+_PHONE_AFTER = r"(?![\w/]|[.:/-]\d)"
+
+_DETECTORS: tuple[_Detector, ...] = (
+    _Detector(
+        "secret",
+        "a private key",
+        re.compile(
+            r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?"
+            r"(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)"
+        ),
+    ),
+    _Detector(
+        "secret",
+        "a GitHub token",
+        re.compile(_B + r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})" + _E),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "a Google API key",
+        re.compile(_B + r"AIza[0-9A-Za-z_-]{35}" + _E),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "an AWS access key id",
+        re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}(?![A-Za-z0-9])"),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "an AWS secret key",
+        re.compile(
+            r"(?i)aws_?secret_?(?:access_?)?key[\"']?\s*[:=]\s*[\"']?"
+            r"(?P<value>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
+        ),
+        group="value",
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "a Slack token",
+        re.compile(_B + r"xox[abposr]-[A-Za-z0-9-]{10,}" + _E),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "a Slack webhook",
+        re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "an API key (sk-)",
+        re.compile(_B + r"sk-(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_-]{20,}" + _E),
+        keep=lambda value: _mixed(value) and _not_example(value),
+    ),
+    _Detector(
+        "secret",
+        "a Stripe key",
+        re.compile(_B + r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}" + _E),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "a package registry token",
+        re.compile(
+            _B + r"(?:npm_[A-Za-z0-9]{36}|pypi-AgE[A-Za-z0-9_-]{50,}|glpat-[\w-]{20,})" + _E
+        ),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "a Telegram bot token",
+        # Also inside Bot API URLs: https://api.telegram.org/bot<token>/getMe
+        re.compile(r"(?:(?<=/bot)|(?<![\w:]))\d{8,10}:[A-Za-z0-9_-]{35}" + _E),
+        keep=_not_example,
+    ),
+    _Detector(
+        "secret",
+        "a JSON web token",
+        re.compile(_B + r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*" + _E),
+    ),
+    _Detector(
+        "secret",
+        "credentials in a URL",
+        re.compile(
+            r"(?i)\b[a-z][a-z0-9+.-]{1,15}://(?P<value>[^\s/?#@:\[\]]+(?::[^\s/?#@]*)?)@"
+            r"(?=[A-Za-z0-9\[])"
+        ),
+        group="value",
+        keep=lambda value: value.lower() not in ("git", "anonymous"),
+    ),
+    _Detector(
+        "secret",
+        "a bearer token",
+        re.compile(r"(?i)\bbearer\s+(?P<value>[A-Za-z0-9._~+/-]{16,}=*)"),
+        group="value",
+        keep=_real_value,
+    ),
+    _Detector(
+        "email",
+        "an e-mail address",
+        re.compile(
+            r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
+            # Plain labels: nested optional parts here backtrack badly on long dotted text.
+            r"(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![\w-])"
+        ),
+        keep=_real_email,
+    ),
+    _Detector(
+        "ip",
+        "an IP address",
+        re.compile(
+            r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
+            r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)"
+        ),
+        keep=_real_ip,
+    ),
+    _Detector(
+        "ip",
+        "an IP address",
+        re.compile(r"(?<![\w:.])[0-9A-Fa-f:]{2,39}(?![\w:])"),
+        keep=_real_ipv6,
+    ),
+    _Detector(
+        "phone",
+        "a phone number",
+        re.compile(
+            _PHONE_BEFORE + r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?)(?:[ .-]?\d{2,5}){1,5}" + _PHONE_AFTER
+        ),
+        keep=_digits_between(8, 15),
+    ),
+    _Detector(
+        "phone",
+        "a phone number",
+        re.compile(
+            _PHONE_BEFORE
+            + r"(?:\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}([.-])\d{3}\1\d{4})"
+            + _PHONE_AFTER
+        ),
+        keep=_digits_between(10, 10),
+    ),
+    _Detector(
+        "phone",
+        "a phone number",
+        re.compile(_PHONE_BEFORE + r"0\d{1,4}(?:[ /-]\d{2,8}){1,4}" + _PHONE_AFTER),
+        keep=_digits_between(9, 14),
+    ),
+)
+
+
+# `password=...`, `api_key: "..."`, `"token" => '...'`: the value goes, the key stays.
+_ASSIGNMENT = re.compile(
+    rf"(?i)(?<![\w-])[\w.-]{{0,40}}?(?:{_KEY_WORDS})[\w.-]{{0,40}}"
+    r"[\"']?[ \t]*(?P<sep>=>|:=|=|:)[ \t]*"
+    r"(?:\"(?P<dq>[^\"\n]+)\"|'(?P<sq>[^'\n]+)'|(?P<bare>[^\s\"'`,;)}\]]+))"
+)
+
+
+def _assignments(text: str) -> Iterable[Finding]:
+    for match in _ASSIGNMENT.finditer(text):
+        name = next(g for g in ("dq", "sq", "bare") if match.group(g) is not None)
+        start, end = match.span(name)
+        value = match.group(name)
+        if name == "bare":  # a sentence's full stop is not part of the password
+            trimmed = value.rstrip(".,!?:")
+            end -= len(value) - len(trimmed)
+            value = trimmed
+        prose_like = name == "bare" and match.group("sep") == ":"
+        if (_looks_secret(value) if prose_like else _real_value(value)) and end > start:
+            yield Finding("secret", start, end, "a password or key assignment")
+
+
+def _candidates(text: str) -> Iterable[Finding]:
+    for detector in _DETECTORS:
+        for match in detector.pattern.finditer(text):
+            value = match.group(detector.group)
+            if detector.keep is not None and not detector.keep(value):
+                continue
+            start, end = match.span(detector.group)
+            yield Finding(detector.kind, start, end, detector.label)
+    yield from _assignments(text)
+
+
+def find_sensitive(text: str) -> list[Finding]:
+    """Every secret and piece of personal data in `text`, without overlaps, in text order."""
+    found = list(_candidates(text))
+    chosen: list[Finding] = []
+    for kind in _PRIORITY:
+        # Within one kind the earliest, then longest, span wins; detector order breaks ties.
+        ordered = sorted(
+            (f for f in found if f.kind == kind), key=lambda f: (f.start, f.start - f.end)
+        )
+        for finding in ordered:
+            if not any(finding.start < c.end and c.start < finding.end for c in chosen):
+                chosen.append(finding)
+    return sorted(chosen, key=lambda f: f.start)
+
+
+def redact(text: str) -> str:
+    """`text` with every finding replaced by its typed placeholder ([email], [secret], ...)."""
+    parts = []
+    position = 0
+    for finding in find_sensitive(text):
+        parts.append(text[position : finding.start])
+        parts.append(finding.placeholder)
+        position = finding.end
+    parts.append(text[position:])
+    return "".join(parts)
