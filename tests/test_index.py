@@ -14,6 +14,7 @@ from doubles import HashEmbedder
 from pythia import db, index
 from pythia import search as hybrid
 from pythia.chunking import chunk_markdown
+from pythia.globs import glob_regex
 from pythia.ports import EmbedTask
 
 SAMPLE = Path(__file__).parent / "fixtures" / "sample-docs" / "docs"
@@ -332,7 +333,7 @@ def test_fts_stays_in_step_with_chunks(conn: Any, docs: Path) -> None:
     ],
 )
 def test_glob_regex(pattern: str, path: str, matches: bool) -> None:
-    assert bool(index.glob_regex(pattern).match(path)) is matches
+    assert bool(glob_regex(pattern).match(path)) is matches
 
 
 # ---------------------------------------------------------------- inside git

@@ -8,9 +8,9 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from .config import Docs
+from .globs import glob_match
 from .models import Edit
 
 DOC_EXTENSIONS = (".md", ".mdx", ".markdown", ".rst", ".txt")
@@ -52,32 +52,6 @@ class FileCreationRefused(EditError):
 # ---------------------------------------------------------------- paths
 
 
-def glob_match(pattern: str, path: str) -> bool:
-    """Match a POSIX path against a glob where `**/` spans folders (also none) and `*` does not."""
-    return _glob_regex(pattern).fullmatch(path) is not None
-
-
-@lru_cache(maxsize=256)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    parts: list[str] = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            parts.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            parts.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            parts.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            parts.append("[^/]")
-            i += 1
-        else:
-            parts.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(parts))
 
 
 def normalise_path(path: str) -> str:

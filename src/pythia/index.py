@@ -19,6 +19,7 @@ import sqlite_vec
 
 from . import db
 from .chunking import CHUNKER_VERSION, chunk_markdown, embedding_text
+from .globs import glob_regex
 from .models import Chunk
 from .ports import Embedder
 
@@ -201,34 +202,6 @@ def has_vectors(conn: Any) -> bool:
 
 
 # ---------------------------------------------------------------- which files
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """A POSIX-path glob as a regex: `**/` spans folders (or none), `*` and `?` stay in one."""
-    out, index = [], 0
-    while index < len(pattern):
-        char = pattern[index]
-        if pattern.startswith("**/", index):
-            out.append("(?:.*/)?")
-            index += 3
-        elif pattern.startswith("**", index):
-            out.append(".*")
-            index += 2
-        elif char == "*":
-            out.append("[^/]*")
-            index += 1
-        elif char == "?":
-            out.append("[^/]")
-            index += 1
-        elif char == "[" and "]" in pattern[index + 2 :]:
-            end = pattern.index("]", index + 2)
-            body = pattern[index + 1 : end].replace("\\", "\\\\")
-            out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
-            index = end + 1
-        else:
-            out.append(re.escape(char))
-            index += 1
-    return re.compile("".join(out) + r"\Z")
 
 
 @dataclass(frozen=True)
