@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 from . import prompts
 from .config import Config
 from .models import Message, Thread, Verdict
-from .ports import LLM, GenerateRequest
-from .structured import MalformedReply, generate_model
+from .ports import LLM
+from .structured import MalformedReply, generate_model, request_for
 
 log = logging.getLogger(__name__)
 
@@ -156,21 +156,16 @@ def _classify_batch(
         }
         for thread_id, thread in by_id.items()
     ]
-    request = GenerateRequest(
+    request = request_for(
+        config,
         stage="classify",
         model=config.models.classify,
-        system=prompts.render("system.md.j2", repo_root=repo_root, project=config.project),
-        prompt=prompts.render(
-            "classify.md.j2",
-            repo_root=repo_root,
-            project=config.project,
-            categories=config.categories,
-            threads=rendered,
-        ),
+        template="classify.md.j2",
         schema=ClassifyReply,
-        temperature=config.models.temperature,
-        max_output_tokens=config.models.max_output_tokens,
-        thinking_budget=config.models.thinking_budget,
+        repo_root=repo_root,
+        project=config.project,
+        categories=config.categories,
+        threads=rendered,
     )
     try:
         reply, _ = generate_model(llm, request, ClassifyReply)

@@ -16,9 +16,9 @@ from .classify import estimate_tokens
 from .config import Config
 from .edits import EditError, PathPolicy, apply_edits, unified_diff
 from .models import Edit, Evidence, Hit, Proposal, Thread, Verdict
-from .ports import LLM, GenerateRequest
+from .ports import LLM
 from .safety import sanitize_for_publishing
-from .structured import generate_model
+from .structured import generate_model, request_for
 
 log = logging.getLogger(__name__)
 
@@ -147,26 +147,21 @@ def propose(
     feedback = ""
     attempts = config.limits.max_edit_retries + 1
     for attempt in range(1, attempts + 1):
-        request = GenerateRequest(
+        request = request_for(
+            config,
             stage="propose",
             model=config.models.propose,
-            system=prompts.render("system.md.j2", repo_root=repo_root, project=config.project),
-            prompt=prompts.render(
-                "propose.md.j2",
-                repo_root=repo_root,
-                project=config.project,
-                verdict=_as_prompt_data(verdict),
-                messages=rows,
-                hits=hits,
-                files=files,
-                new_file_dirs=config.docs.new_file_dirs,
-                instruction=instruction,
-                feedback=feedback,
-            ),
+            template="propose.md.j2",
             schema=ProposeReply,
-            temperature=config.models.temperature,
-            max_output_tokens=config.models.max_output_tokens,
-            thinking_budget=config.models.thinking_budget,
+            repo_root=repo_root,
+            project=config.project,
+            verdict=_as_prompt_data(verdict),
+            messages=rows,
+            hits=hits,
+            files=files,
+            new_file_dirs=config.docs.new_file_dirs,
+            instruction=instruction,
+            feedback=feedback,
         )
         reply, _ = generate_model(llm, request, ProposeReply)
         if not reply.change or not reply.edits:

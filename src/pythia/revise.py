@@ -7,15 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import prompts
 from .config import Config
 from .edits import EditError, PathPolicy, apply_edits, unified_diff
 from .models import Edit, Proposal
-from .ports import LLM, GenerateRequest
+from .ports import LLM
 from .propose import DocFile, ProposeReply
 from .safety import check_proposal, sanitize_for_publishing
 from .state import LedgerEntry
-from .structured import MalformedReply, generate_model
+from .structured import MalformedReply, generate_model, request_for
 
 log = logging.getLogger(__name__)
 
@@ -44,23 +43,18 @@ def revise_proposal(
     texts = dict(revision.current)
     feedback = ""
     for _ in range(config.limits.max_edit_retries + 1):
-        request = GenerateRequest(
+        request = request_for(
+            config,
             stage="revise",
             model=config.models.propose,
-            system=prompts.render("system.md.j2", repo_root=repo_root, project=config.project),
-            prompt=prompts.render(
-                "revise.md.j2",
-                repo_root=repo_root,
-                title=entry.title,
-                category=entry.category,
-                instruction=instruction,
-                files=files,
-                feedback=feedback,
-            ),
+            template="revise.md.j2",
             schema=ProposeReply,
-            temperature=config.models.temperature,
-            max_output_tokens=config.models.max_output_tokens,
-            thinking_budget=config.models.thinking_budget,
+            repo_root=repo_root,
+            title=entry.title,
+            category=entry.category,
+            instruction=instruction,
+            files=files,
+            feedback=feedback,
         )
         try:
             reply, _ = generate_model(llm, request, ProposeReply)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from . import prompts
+from .config import Config
 from .models import Usage
 from .ports import LLM, GenerateRequest, Generation
 
@@ -86,3 +89,26 @@ def generate_model(llm: LLM, request: GenerateRequest, schema: type[M]) -> tuple
             f"The {request.stage} reply did not match the {schema.__name__} schema twice "
             f"(last problem: {first_problem}), so this batch is recorded as failed."
         ) from None
+
+
+def request_for(
+    config: Config,
+    *,
+    stage: str,
+    model: str,
+    template: str,
+    schema: type[BaseModel],
+    repo_root: Path | None,
+    **values: Any,
+) -> GenerateRequest:
+    """A request for one stage: the shared system prompt, a rendered template, config's knobs."""
+    return GenerateRequest(
+        stage=stage,
+        model=model,
+        system=prompts.render("system.md.j2", repo_root=repo_root, project=config.project),
+        prompt=prompts.render(template, repo_root=repo_root, **values),
+        schema=schema,
+        temperature=config.models.temperature,
+        max_output_tokens=config.models.max_output_tokens,
+        thinking_budget=config.models.thinking_budget,
+    )
