@@ -156,17 +156,9 @@ def _ingest(
         report.error = batch.interrupted
         log.warning("stream %s: %s", source.stream, batch.interrupted)
     done = set(state.done_ids)
-    grouped = threading_.group_threads(
-        list(batch.messages),
-        gap_minutes=config.threads.gap_minutes,
-        context_messages=config.threads.context_messages,
+    grouped, settled = threading_.ready_threads(
+        batch.messages, done=done, now=now, settings=config.threads
     )
-    settled = [
-        todo
-        for thread in grouped
-        if threading_.settled(thread, now, config.threads.settle_minutes)
-        and (todo := threading_.pending(thread, done)) is not None
-    ]
     report.messages_read = sum(1 for message in batch.messages if message.id not in done)
     report.threads = len(grouped)
     report.threads_settled = len(settled)

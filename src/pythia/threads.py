@@ -15,10 +15,11 @@ recorded are not judged again (`pending`), they only serve as context.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from .config import Threads
 from .models import Message, Thread
 
 
@@ -116,3 +117,21 @@ def next_watermark(
             break
         moved = message_id
     return moved
+
+
+def ready_threads(
+    messages: Sequence[Message], *, done: Collection[int], now: datetime, settings: Threads
+) -> tuple[list[Thread], list[Thread]]:
+    """All threads of a batch, and the settled ones still to judge (recorded parts as context)."""
+    grouped = group_threads(
+        list(messages),
+        gap_minutes=settings.gap_minutes,
+        context_messages=settings.context_messages,
+    )
+    ready = [
+        todo
+        for thread in grouped
+        if settled(thread, now, settings.settle_minutes)
+        and (todo := pending(thread, done)) is not None
+    ]
+    return grouped, ready

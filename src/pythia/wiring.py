@@ -138,17 +138,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             finally:
                 source.close()
             done = set(state.done_ids)
-            grouped = threading_.group_threads(
-                list(batch.messages),
-                gap_minutes=config.threads.gap_minutes,
-                context_messages=config.threads.context_messages,
+            grouped, settled = threading_.ready_threads(
+                batch.messages, done=done, now=now, settings=config.threads
             )
-            settled = [
-                t
-                for t in grouped
-                if threading_.settled(t, now, config.threads.settle_minutes)
-                and threading_.pending(t, done) is not None
-            ]
             settled_ids = {m.id for t in settled for m in t.messages}
             entry.update(
                 new_messages=sum(1 for m in batch.messages if m.id not in done),
