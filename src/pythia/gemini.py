@@ -420,7 +420,8 @@ class GeminiEmbedder:
             policy=self.retry,
             model=self.model,
         )
-        meta = response.usage_metadata
+        # Older SDK releases (what Python 3.10 gets) have no usage on embedding responses.
+        meta = getattr(response, "usage_metadata", None)
         tokens = meta.prompt_token_count if meta and meta.prompt_token_count else estimated
         self.meter.record("embed", self.model, Usage(input_tokens=tokens))
         embeddings = response.embeddings or []
@@ -447,7 +448,9 @@ def make_client(api_key: str, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECOND
     No base URL is set here: google-genai reads GOOGLE_GEMINI_BASE_URL itself when
     `http_options.base_url` is empty (google/genai/_base_url.py).
     """
-    options: dict[str, Any] = {"timeout": int(timeout_seconds * 1000)}
+    # The stable v1 API, whatever the SDK's default: google-genai 3.x uses v1, but the 2.x
+    # releases that Python 3.10 gets use v1beta; one wire format for every supported Python.
+    options: dict[str, Any] = {"timeout": int(timeout_seconds * 1000), "api_version": "v1"}
     # HttpRetryOptions(attempts=1) is the SDK's "never retry"; older releases never retry.
     retry_options = getattr(types, "HttpRetryOptions", None)
     if retry_options is not None:
