@@ -18,6 +18,7 @@ from .edits import EditError, PathPolicy, apply_edits, unified_diff
 from .models import Edit, Evidence, Hit, Proposal, Thread, Verdict
 from .ports import LLM
 from .safety import sanitize_for_publishing
+from .state import Ledger
 from .structured import generate_model, request_for
 
 log = logging.getLogger(__name__)
@@ -243,3 +244,39 @@ def _quote(text: str) -> str:
     flat = " ".join(text.split())
     clipped = flat if len(flat) <= QUOTE_CHARS else flat[: QUOTE_CHARS - 1] + "…"
     return sanitize_for_publishing(clipped)
+
+
+def rebase(
+    proposal: Proposal, *, read: Callable[[str], str | None], policy: PathPolicy
+) -> Proposal | str:
+    """The proposal's edits applied again to the docs as they are now, or why they no longer do.
+
+    A proposal parked under the PR limits was computed against older docs; publishing its
+    stored file texts as they are would revert whatever maintainers changed meanwhile.
+    """
+    texts = {e.path: text for e in proposal.edits if (text := read(e.path)) is not None}
+    try:
+        changed = apply_edits(texts, proposal.edits, allowed=policy)
+    except EditError as error:
+        return " ".join(str(error).split())
+    old = {path: texts[path] for path in changed if path in texts}
+    return replace(proposal, files=tuple(sorted(changed.items())), diff=unified_diff(old, changed))
+
+
+def parked_proposals(
+    ledger: Ledger, *, read: Callable[[str], str | None], policy: PathPolicy
+) -> list[Proposal]:
+    """Parked proposals rebased on today's docs; those that no longer apply are marked failed."""
+    ready = []
+    for proposal in ledger.parked():
+        rebased = rebase(proposal, read=read, policy=policy)
+        if isinstance(rebased, Proposal):
+            ready.append(rebased)
+            continue
+        entry = ledger.get(proposal.fingerprint)
+        if entry is not None:
+            reason = "the docs changed since it was proposed and its edits no longer apply"
+            ledger.put(
+                entry.model_copy(update={"status": "failed", "reason": reason, "parked": None})
+            )
+    return ready

@@ -201,6 +201,8 @@ def publisher_for(workspace: Workspace, args: argparse.Namespace, ledger: Any) -
 
 def run_pipeline(workspace: Workspace, args: argparse.Namespace) -> RunReport:
     from . import gemini, pipeline, safety
+    from .edits import PathPolicy
+    from .propose import parked_proposals
     from .usage import UsageMeter
 
     config = workspace.config
@@ -229,7 +231,9 @@ def run_pipeline(workspace: Workspace, args: argparse.Namespace) -> RunReport:
                 docs_domains=safety.link_domains(docs_texts.values()),
                 repo_root=workspace.root,
                 since=bool(args.since),
-                parked=ledger.parked,
+                parked=lambda: parked_proposals(
+                    ledger, read=workspace.read, policy=PathPolicy.from_config(config.docs)
+                ),
             )
             with actions.group("Read, classify, propose", enabled=actions.in_actions()):
                 report = pipeline.run(config, deps, now=now, dry_run=args.dry_run)
