@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from doubles import ScriptedLLM
 from pythia.classify import batches, classify, prefilter
 from pythia.config import parse_config
-from pythia.models import Message, Thread
+from pythia.models import Message, Thread, Usage
+from pythia.ports import Generation
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 CONFIG = parse_config({"project": {"name": "Kestrel"}})
@@ -128,3 +130,27 @@ def test_verdicts_keep_the_key_of_the_thread_even_when_its_first_message_was_noi
     result = classify([noisy_start], config=CONFIG, llm=llm)
     assert list(result.verdicts) == [noisy_start.key]
     assert result.verdicts[noisy_start.key].thread_key == noisy_start.key
+
+
+def test_an_outage_keeps_the_verdicts_of_batches_already_done() -> None:
+    from pythia.ports import LLMUnavailable
+
+    small = parse_config({"limits": {"classify_batch_messages": 1}})
+    first, second = (
+        thread(1, "How do I pin a task to one CPU core?"),
+        thread(50, "Is there a way to see why a task was rerun?"),
+    )
+    replies = iter([json.dumps({"verdicts": [verdict("T1")]})])
+
+    class Flaky(ScriptedLLM):
+        def generate(self, request: Any) -> Any:
+            self.requests.append(request)
+            try:
+                return Generation(text=next(replies), usage=Usage())
+            except StopIteration:
+                raise LLMUnavailable("Gemini kept answering 503") from None
+
+    result = classify([first, second], config=small, llm=Flaky())
+    assert len(result.verdicts) == 1
+    assert result.stopped == "Gemini kept answering 503"
+    assert result.failed == {}

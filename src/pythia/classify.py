@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from . import prompts
 from .config import Config
 from .models import Message, Thread, Verdict
-from .ports import LLM
+from .ports import LLM, LLMUnavailable
 from .structured import MalformedReply, generate_model, request_for
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class Classification:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     dropped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    stopped: str | None = None  # why classification stopped before every batch was done
 
 
 def estimate_tokens(text: str) -> int:
@@ -118,12 +119,19 @@ def classify(
     ):
         if should_stop():
             break
-        missing = _classify_batch(batch, config=config, llm=llm, repo_root=repo_root, into=result)
-        if missing and not should_stop():
-            log.info("asking again for %d conversation(s) without a verdict", len(missing))
+        try:
             missing = _classify_batch(
-                missing, config=config, llm=llm, repo_root=repo_root, into=result
+                batch, config=config, llm=llm, repo_root=repo_root, into=result
             )
+            if missing and not should_stop():
+                log.info("asking again for %d conversation(s) without a verdict", len(missing))
+                missing = _classify_batch(
+                    missing, config=config, llm=llm, repo_root=repo_root, into=result
+                )
+        except LLMUnavailable as error:
+            # Keep the verdicts already paid for; the rest wait for the next run.
+            result.stopped = " ".join(str(error).split())
+            break
         for thread in missing:
             result.failed.setdefault(thread.key, "the model gave no usable verdict for it twice")
     result.verdicts = {

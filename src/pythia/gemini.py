@@ -20,7 +20,7 @@ from google.genai import errors, types
 
 from .config import Config, Secrets
 from .models import Usage
-from .ports import EmbedTask, GenerateRequest, Generation
+from .ports import EmbedTask, GenerateRequest, Generation, LLMUnavailable
 from .structured import MalformedReply
 from .usage import RateLimiter, UsageMeter, estimate_tokens
 
@@ -79,7 +79,7 @@ class GeminiRejected(GeminiError):
         self.code = code
 
 
-class GeminiUnavailable(GeminiError):
+class GeminiUnavailable(GeminiError, LLMUnavailable):
     """Gemini kept failing with transient errors until the retries ran out."""
 
 

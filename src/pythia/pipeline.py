@@ -14,10 +14,9 @@ from . import threads as threading_
 from .classify import classify
 from .config import Config
 from .edits import PathPolicy
-from .gemini import GeminiUnavailable
 from .github import PublishError, PublisherUnavailable
 from .models import Message, Proposal, RunReport, StreamReport, Thread, Verdict
-from .ports import LLM, Published, Publisher
+from .ports import LLM, LLMUnavailable, Published, Publisher
 from .propose import NoChange, ProposalFailed, Searcher, propose
 from .safety import check_proposal, defang_proposal, sanitize_for_publishing
 from .sources import ChatSource, read_stream
@@ -92,10 +91,12 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
                 repo_root=deps.repo_root,
                 should_stop=should_stop,
             )
-        except (BudgetExhausted, GeminiUnavailable) as error:
+        except BudgetExhausted as error:
             report.stopped_early = _one_line(error)
-            log.warning("classification stopped: %s", report.stopped_early)
             classification = None
+    if classification is not None and classification.stopped:
+        report.stopped_early = classification.stopped
+        log.warning("classification stopped: %s", classification.stopped)
     if classification is not None:
         report.prefiltered = len(classification.dropped)
         for key in classification.dropped:
@@ -116,7 +117,7 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
                 stream, thread = by_key[verdict.thread_key]
                 try:
                     _propose_and_publish(thread, verdict, config, deps, report)
-                except (BudgetExhausted, GeminiUnavailable, PublisherUnavailable) as error:
+                except (BudgetExhausted, LLMUnavailable, PublisherUnavailable) as error:
                     # An outage is not the thread's fault: no failure counted, tried next run.
                     report.stopped_early = _one_line(error)
                     log.warning("proposals stopped: %s", report.stopped_early)

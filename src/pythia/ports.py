@@ -43,6 +43,10 @@ class Generation:
     usage: Usage
 
 
+class LLMUnavailable(Exception):
+    """The model kept failing with transient errors: stop starting new LLM work this run."""
+
+
 class LLM(Protocol):
     def generate(self, request: GenerateRequest) -> Generation: ...
 
