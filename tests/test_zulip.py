@@ -234,3 +234,82 @@ def test_build_source_is_lazy_and_needs_the_api_key() -> None:
         source.start_after()
     with pytest.raises(SourceError, match="pseudonym salt is empty"):
         build_source(stream(), secrets=Secrets(), salt="")
+
+
+class _Answers:
+    """A zulip.Client stand-in whose get_messages answers from a script, for error paths."""
+
+    feature_level = 300
+
+    def __init__(self, *answers: object) -> None:
+        self.answers = list(answers)
+        self.requests: list[dict[str, object]] = []
+
+    def get_messages(self, request: dict[str, object]) -> dict[str, object]:
+        self.requests.append(request)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        assert isinstance(answer, dict)
+        return answer
+
+
+def _raw(message_id: int) -> dict[str, object]:
+    return {
+        "id": message_id,
+        "sender_id": 1,
+        "sender_email": "a@chat.example.net",
+        "timestamp": 1772442000 + message_id,
+        "subject": "t",
+        "display_recipient": "help",
+        "stream_id": 9,
+        "content": f"message {message_id}",
+    }
+
+
+def _source(client: _Answers, sleeps: list[float]) -> object:
+    from pythia.config import parse_config
+    from pythia.sources.zulip import ZulipSource
+
+    stream = parse_config(
+        {
+            "streams": [
+                {
+                    "id": "z",
+                    "kind": "zulip",
+                    "site": "https://chat.example.net",
+                    "email": "bot@chat.example.net",
+                    "channel": "help",
+                }
+            ]
+        }
+    ).streams[0]
+    return ZulipSource(stream, client_factory=lambda: client, salt="s", sleep=sleeps.append)
+
+
+def test_a_json_500_is_retried_and_the_anchor_is_never_read_again() -> None:
+    from pythia.sources import read_stream
+
+    sleeps: list[float] = []
+    client = _Answers(
+        {"result": "error", "msg": "Internal server error"},
+        # an old server (no include_anchor) sends the anchor back: it must not count as new
+        {"result": "success", "found_newest": True, "messages": [_raw(4), _raw(5), _raw(6)]},
+    )
+    batch = read_stream(_source(client, sleeps), 4)  # type: ignore[arg-type]
+    assert [m.id for m in batch.messages] == [5, 6]
+    assert sleeps == [1.0]
+
+
+def test_a_timeout_keeps_the_pages_already_read() -> None:
+    import requests
+
+    from pythia.sources import read_stream
+
+    client = _Answers(
+        {"result": "success", "found_newest": False, "messages": [_raw(5), _raw(6)]},
+        requests.exceptions.ReadTimeout("read timed out"),
+    )
+    batch = read_stream(_source(client, []), 4)  # type: ignore[arg-type]
+    assert [m.id for m in batch.messages] == [5, 6]
+    assert batch.interrupted and "cannot reach https://chat.example.net" in batch.interrupted

@@ -38,6 +38,8 @@ from datetime import date, datetime, timezone
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
+import zulip
+
 from ..config import Secrets, ZulipStream
 from ..models import Message
 from . import SourceError, StreamInterrupted, pseudonym
@@ -77,6 +79,14 @@ def narrow_url(
 
 def is_bot_email(email: str) -> bool:
     return "-bot@" in email.lower()
+
+
+def _server_error(answer: dict[str, Any]) -> bool:
+    """A 5xx: non-JSON ones come back as `http-error` from the client (zulip/__init__.py,
+    do_api_query); JSON ones as an ordinary error whose message says so."""
+    if answer.get("result") == "http-error":
+        return int(answer.get("status_code") or 0) >= 500
+    return "internal server error" in str(answer.get("msg", "")).lower()
 
 
 class ZulipSource:
@@ -160,7 +170,8 @@ class ZulipSource:
                 last_id=anchor if anchor > after else None,
             )
             messages: list[dict[str, Any]] = answer.get("messages", [])
-            yield from messages
+            # Servers before `include_anchor` (Zulip 6.0) always return the anchor itself.
+            yield from (raw for raw in messages if int(raw["id"]) > after)
             if answer.get("found_newest", True) or not messages:
                 return
             anchor = int(messages[-1]["id"])
@@ -216,16 +227,17 @@ class ZulipSource:
         for attempt in range(MAX_RATE_LIMIT_WAITS + 1):
             try:
                 answer = self.client.get_messages(request)
-            except OSError as error:
-                raise SourceError(
-                    f"stream '{self.stream}': cannot reach {self.site} ({type(error).__name__}); "
-                    "check the site URL and the network"
+            except (OSError, zulip.ZulipError) as error:
+                # Timeouts and resets (requests' errors are OSErrors) keep what was read.
+                raise StreamInterrupted(
+                    self.stream,
+                    last_id=last_id,
+                    reason=f"cannot reach {self.site} ({type(error).__name__}); "
+                    "check the site URL and the network",
                 ) from error
             if answer.get("result") == "success":
                 return answer
-            server_error = answer.get("result") == "http-error" and int(
-                answer.get("status_code") or 0
-            ) >= 500
+            server_error = _server_error(answer)
             if not server_error and answer.get("code") != "RATE_LIMIT_HIT":
                 raise SourceError(
                     f"stream '{self.stream}': Zulip refused to list messages of "
@@ -269,8 +281,6 @@ class ZulipSource:
 
 def make_client(config: ZulipStream, *, secrets: Secrets) -> ZulipClientLike:
     """A `zulip.Client` for the stream; constructing it calls GET /api/v1/server_settings."""
-    import zulip
-
     if secrets.zulip_api_key is None:
         raise SourceError(
             f"stream '{config.id}' needs the ZULIP_API_KEY secret (the bot's API key)"
