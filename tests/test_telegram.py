@@ -368,3 +368,53 @@ def test_login_errors_are_one_sentence() -> None:
         run_login(FakeLogin(), ["my-app"], [])
     with pytest.raises(LoginError, match="login code was wrong or expired"):
         run_login(FakeLogin(bad_code=True), ["1", "+447700900123", "0"], ["h"])
+
+
+def test_a_cross_chat_reply_keeps_its_forum_topic_but_no_local_parent() -> None:
+    from telethon.tl import types as tl
+
+    from pythia.sources.telegram import topic_and_reply
+
+    header = tl.MessageReplyHeader(
+        forum_topic=True,
+        reply_to_msg_id=777,
+        reply_to_peer_id=tl.PeerChannel(999),
+        reply_to_top_id=50,
+    )
+    assert topic_and_reply(header) == (50, None)
+    local = tl.MessageReplyHeader(forum_topic=True, reply_to_msg_id=777, reply_to_top_id=50)
+    assert topic_and_reply(local) == (50, 777)
+    plain = tl.MessageReplyHeader(reply_to_msg_id=12, reply_to_peer_id=tl.PeerUser(5))
+    assert topic_and_reply(plain) == (None, None)
+
+
+def test_a_flood_wait_during_bot_sign_in_signs_in_again_on_retry() -> None:
+    import asyncio
+
+    from telethon.errors import FloodWaitError
+
+    from pythia.sources.telegram import SyncTelegram
+
+    class Client:
+        def __init__(self) -> None:
+            self.loop = asyncio.new_event_loop()
+            self.sign_ins = 0
+
+        async def connect(self) -> None:
+            return None
+
+        async def sign_in(self, *, bot_token: str) -> None:
+            self.sign_ins += 1
+            if self.sign_ins == 1:
+                raise FloodWaitError(request=None, capture=5)
+
+    client = Client()
+    sync = SyncTelegram(client, bot_token="123:abc")
+    try:
+        with pytest.raises(FloodWaitError):
+            sync.connect()
+        sync.connect()  # the retry after the wait
+        sync.connect()  # connected now: no third sign-in
+        assert client.sign_ins == 2
+    finally:
+        client.loop.close()

@@ -102,13 +102,13 @@ def topic_and_reply(header: object) -> tuple[int | None, int | None]:
     """
     if not isinstance(header, types.MessageReplyHeader):
         return None, None  # no reply, or a reply to a story
-    if header.reply_to_peer_id is not None:
-        return None, None  # a reply to a message in another chat
+    # A reply to a message in another chat keeps its topic here but has no local parent.
+    elsewhere = header.reply_to_peer_id is not None
     if header.forum_topic:
         if header.reply_to_top_id:
-            return header.reply_to_top_id, header.reply_to_msg_id
-        return header.reply_to_msg_id, None
-    return None, header.reply_to_msg_id
+            return header.reply_to_top_id, None if elsewhere else header.reply_to_msg_id
+        return (None, None) if elsewhere else (header.reply_to_msg_id, None)
+    return None, None if elsewhere else header.reply_to_msg_id
 
 
 def author_id(raw: Any) -> str:
@@ -281,7 +281,6 @@ class SyncTelegram:
         if self._connected:
             return
         self._run(self._client.connect())
-        self._connected = True
         if self._bot_token:
             self._run(self._client.sign_in(bot_token=self._bot_token))
         elif not self._run(self._client.is_user_authorized()):
@@ -293,6 +292,8 @@ class SyncTelegram:
             # A StringSession keeps no entity cache, and a bare numeric id needs one
             # (https://docs.telethon.dev/en/stable/concepts/entities.html).
             self._run(self._client.get_dialogs())
+        # Only now: a FloodWait in sign-in or dialogs must make the retry do them again.
+        self._connected = True
 
     def iter_messages(self, chat: str | int, **kwargs: Any) -> Iterable[Any]:
         self.connect()
