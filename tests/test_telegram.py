@@ -418,3 +418,23 @@ def test_a_flood_wait_during_bot_sign_in_signs_in_again_on_retry() -> None:
         assert client.sign_ins == 2
     finally:
         client.loop.close()
+
+
+def test_a_wrong_password_or_phone_is_a_login_error_not_a_traceback() -> None:
+    from telethon.errors import PasswordHashInvalidError, PhoneNumberInvalidError
+
+    class WrongPassword(FakeLogin):
+        def sign_in(self, **kwargs: Any) -> object:
+            if "password" in kwargs:
+                raise PasswordHashInvalidError(request=None)
+            return super().sign_in(**kwargs)
+
+    with pytest.raises(LoginError, match=r"Telegram refused the login \(PasswordHashInvalid"):
+        run_login(WrongPassword(password_needed=True), ["1", "+447700900123", "0"], ["h", "x"])
+
+    class BadPhone(FakeLogin):
+        def send_code_request(self, phone: str) -> object:
+            raise PhoneNumberInvalidError(request=None)
+
+    with pytest.raises(LoginError, match="check the phone number"):
+        run_login(BadPhone(), ["1", "12"], ["h"])

@@ -411,11 +411,13 @@ def explain(error: Exception) -> str | None:
     from .edits import EditError
     from .gemini import GeminiError
     from .sources import SourceError
+    from .sources.telegram import LoginError
     from .structured import MalformedReply
 
     known: tuple[type[Exception], ...] = (
         UserError,
         ConfigError,
+        LoginError,
         GeminiError,
         SourceError,
         DataBranchError,

@@ -373,7 +373,7 @@ def login(
     say: Callable[[str], None] = print,
 ) -> str:
     """Interactive `pythia telegram-login`: log in once and print the session string."""
-    from telethon.errors import PhoneCodeExpiredError, PhoneCodeInvalidError
+    from telethon.errors import PhoneCodeExpiredError, PhoneCodeInvalidError, RPCError
 
     factory = make_client or (
         lambda api_id, api_hash: SyncTelegram(_telethon_client(api_id, api_hash))
@@ -388,14 +388,21 @@ def login(
     api_hash = ask_secret("API hash: ").strip()
     client = factory(int(raw_id), api_hash)
     phone = ask("Phone number, in international format (e.g. +44 7700 900123): ").strip()
-    client.send_code_request(phone)
-    code = ask("The login code Telegram just sent you: ").strip()
     try:
-        client.sign_in(phone=phone, code=code)
-    except SessionPasswordNeededError:
-        client.sign_in(password=ask_secret("Two-step verification password: "))
+        client.send_code_request(phone)
+        code = ask("The login code Telegram just sent you: ").strip()
+        try:
+            client.sign_in(phone=phone, code=code)
+        except SessionPasswordNeededError:
+            client.sign_in(password=ask_secret("Two-step verification password: "))
     except (PhoneCodeInvalidError, PhoneCodeExpiredError):
         raise LoginError("the login code was wrong or expired; run telegram-login again") from None
+    except RPCError as error:
+        # e.g. PhoneNumberInvalidError, PasswordHashInvalidError
+        raise LoginError(
+            f"Telegram refused the login ({type(error).__name__}); check the phone number "
+            "and the password, then run telegram-login again"
+        ) from None
     session = client.session_string()
     say("")
     say("Logged in. Store this string as the TELEGRAM_SESSION secret of the docs repository,")
