@@ -535,3 +535,14 @@ def test_reciprocal_rank_fusion_rewards_agreement() -> None:
 
     assert [item for item, _ in fused] == [1, 3, 2, 4]
     assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
+
+
+def test_an_updated_chunk_row_stays_searchable(conn: Any, docs: Path) -> None:
+    update(conn, docs)
+    row = conn.execute("select id from chunks where anchor = 'with-homebrew'").fetchone()
+    conn.execute(
+        "update chunks set text = 'Install with the zebrafish package manager' where id = ?",
+        (row[0],),
+    )
+    conn.execute("insert into chunks_fts (chunks_fts) values ('integrity-check')")
+    assert hybrid.search(conn, "zebrafish")[0].anchor == "with-homebrew"

@@ -62,6 +62,15 @@ MIGRATIONS: tuple[str, ...] = (
         values ('delete', old.id, old.title, old.heading, old.text);
     end;
     """,
+    # Updates re-chunk by delete and insert today; this keeps FTS5 right if a row is updated.
+    """
+    create trigger chunks_fts_update after update on chunks begin
+        insert into chunks_fts (chunks_fts, rowid, title, heading, text)
+        values ('delete', old.id, old.title, old.heading, old.text);
+        insert into chunks_fts (rowid, title, heading, text)
+        values (new.id, new.title, new.heading, new.text);
+    end;
+    """,
 )
 
 
