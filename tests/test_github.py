@@ -79,7 +79,13 @@ def proposal(thread: str = "kestrel_users:101", **changes: Any) -> Proposal:
         "summary": "Users behind a corporate proxy cannot reach the remote cache.",
         "reasoning": "Two users hit this; a maintainer gave the answer in chat.",
         "confidence": 0.86,
-        "edits": (Edit(path="docs/troubleshooting.md", search="", replace=PROXY_SECTION),),
+        "edits": (
+            Edit(
+                path="docs/troubleshooting.md",
+                search="Check the URL.\n",
+                replace="Check the URL.\n" + PROXY_SECTION,
+            ),
+        ),
         "diff": "--- a/docs/troubleshooting.md\n+++ b/docs/troubleshooting.md\n",
         "files": (("docs/troubleshooting.md", TROUBLESHOOTING + PROXY_SECTION),),
         "evidence": (
@@ -391,3 +397,28 @@ def test_a_pr_closed_while_no_workflow_listened_is_learned(
     published = publisher(docs_repo, ledger).publish(proposal())
     assert (published.action, published.number) == ("skipped", 42)
     assert ledger.proposals[FINGERPRINT].status == "rejected"
+
+
+def test_a_pr_is_built_on_the_base_as_it_is_now_and_never_reverts_later_merges(
+    docs_repo: Path, tmp_path: Path
+) -> None:
+    # A maintainer merges a new section after this run checked the docs out.
+    other = tmp_path / "maintainer"
+    git(tmp_path, "clone", "-q", str(tmp_path / "origin.git"), str(other))
+    merged = TROUBLESHOOTING + "\n## Maintainer section\n\nAdded after the checkout.\n"
+    (other / "docs" / "troubleshooting.md").write_text(merged)
+    git(other, "commit", "-qam", "maintainer edit")
+    git(other, "push", "-q", "origin", "HEAD:main")
+
+    pub = publisher(docs_repo, Ledger())
+    parent = pub.branches.fetch("main")
+    files = dict(pub._rebased(proposal(), parent, "main"))
+    text = files["docs/troubleshooting.md"]
+    assert "## Maintainer section" in text and "## Behind a corporate proxy" in text
+
+    # When the lines the edit needs are gone, publishing refuses instead of reverting.
+    (other / "docs" / "troubleshooting.md").write_text("# Troubleshooting\n\nRewritten.\n")
+    git(other, "commit", "-qam", "rewrite")
+    git(other, "push", "-q", "origin", "HEAD:main")
+    with pytest.raises(Exception, match="changed since the docs were read"):
+        pub._rebased(proposal(), pub.branches.fetch("main"), "main")

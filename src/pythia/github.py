@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import re
 import tempfile
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from github.Repository import Repository
 from . import prompts
 from .config import Publish
 from .databranch import auth_env, bot_env, remote_url
+from .edits import EditError, apply_edits
 from .models import Evidence, Proposal
 from .ports import Published
 from .state import TERMINAL, Ledger, LedgerEntry, ParkedProposal, SourceRef, utcnow
@@ -40,6 +42,10 @@ DEFAULT_LABEL_COLOR = "c5def5"
 
 class PublishError(Exception):
     """A proposal could not be pushed or its pull request could not be opened."""
+
+
+class _Stale(Exception):
+    """The base branch moved and the proposal's edits no longer apply to it."""
 
 
 class PublisherUnavailable(PublishError):
@@ -194,6 +200,18 @@ class ProposalBranches:
         tracking = f"refs/remotes/{self.remote}/{branch}"
         self._git("fetch", "-q", self.remote, f"+refs/heads/{branch}:{tracking}")
         return self._git("rev-parse", tracking).strip()
+
+    def read(self, commit: str, path: str) -> str | None:
+        """A file's text at `commit`, or None when it does not exist there."""
+        try:
+            blob = self._git("rev-parse", "--verify", "--quiet", f"{commit}:{path}").strip()
+        except git.GitCommandError:
+            return None
+        raw: bytes = self.repo.git.execute(
+            ["git", "cat-file", "blob", blob], env=self._env, stdout_as_string=False,
+            strip_newline_in_stdout=False,
+        )
+        return raw.decode("utf-8", errors="replace")
 
     def remote_head(self, branch: str) -> str | None:
         listed = self._git("ls-remote", "--heads", self.remote, f"refs/heads/{branch}").split()
@@ -365,13 +383,14 @@ class GitHubPublisher:
         try:
             base = self.base_branch()
             parent = self.branches.fetch(base)
+            files = self._rebased(proposal, parent, base)
             message = f"docs: {proposal.title}\n\nProposed by Pythia ({proposal.fingerprint})."
-            sha = self.branches.commit(parent, proposal.files, message)
+            sha = self.branches.commit(parent, files, message)
             # No open PR uses this branch (checked above), so an existing one is left over
             # from a run that died before opening its PR: replace it.
             self.branches.push(sha, branch, expected=self.branches.remote_head(branch))
             pr = self._create_pull(proposal, branch=branch, base=base)
-        except (*_API_ERRORS, git.GitCommandError) as error:
+        except (*_API_ERRORS, git.GitCommandError, _Stale) as error:
             reason = _one_line(error)
             self._record(proposal, entry, status="failed", reason=reason, branch=branch)
             failure = PublisherUnavailable if _outage(error) else PublishError
@@ -382,6 +401,30 @@ class GitHubPublisher:
         self._record(proposal, entry, status="open", pr=pr, branch=branch)
         log.info("opened %s", pr.html_url)
         return Published(action="opened", url=pr.html_url, number=pr.number)
+
+    def _rebased(self, proposal: Proposal, parent: str, base: str) -> tuple[tuple[str, str], ...]:
+        """The proposal's edits applied to the base branch as it is now, not as it was read.
+
+        Writing the stored whole-file texts would revert whatever was merged since the run
+        checked the docs out (or since a parked proposal was made).
+        """
+        texts = {
+            edit.path: text
+            for edit in proposal.edits
+            if (text := self.branches.read(parent, edit.path)) is not None
+        }
+        created = [posixpath.dirname(e.path) for e in proposal.edits if not e.search.strip()]
+        try:
+            # The paths were authorised when the proposal was made; only the text may differ.
+            changed = apply_edits(
+                texts, proposal.edits, allowed=lambda _path: True, new_file_dirs=created
+            )
+        except EditError as error:
+            raise _Stale(
+                f"{base} changed since the docs were read and the edits no longer apply "
+                f"({_one_line(error)[:200]})"
+            ) from None
+        return tuple(sorted(changed.items()))
 
     def _create_pull(self, proposal: Proposal, *, branch: str, base: str) -> PullRequest:
         body = render_pr_body(
