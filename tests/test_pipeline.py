@@ -71,6 +71,7 @@ class Harness:
         meter: UsageMeter | None = None,
         clock: Any = None,
         parked: Any = None,
+        since: bool = False,
     ) -> Any:
         conn = db.connect(self.index_path)
         texts = [p.read_text() for p in (self.repo / "docs").glob("*.md")]
@@ -88,6 +89,7 @@ class Harness:
             repo_root=self.repo,
             **({"clock": clock} if clock else {}),
             **({"parked": parked} if parked else {}),
+            since=since,
         )
         try:
             return pipeline.run(self.config, deps, now=NOW, dry_run=dry_run)
@@ -287,3 +289,18 @@ def test_proposals_parked_under_the_pr_limits_are_published_first_next_time(
     assert publisher.order[0] == parked.fingerprint
     assert report.proposals_opened[0] == f"pr/{parked.fingerprint}"
     assert len(publisher.prs) == 3  # the parked one is not opened twice
+
+
+def test_a_since_rerun_whose_stream_fails_keeps_the_stored_watermark(
+    repo: Path, tmp_path: Path
+) -> None:
+    harness = Harness(repo, make_config())
+    harness.run(llm=FunctionLLM(answer), publisher=MemoryPublisher())
+    assert harness.store.load_stream("kestrel-users").watermark == 42
+
+    missing = tmp_path / "gone.json"
+    broken = harness.config.streams[0].model_copy(update={"path": str(missing), "start": 1})
+    harness.config = harness.config.model_copy(update={"streams": [broken]})
+    report = harness.run(llm=FunctionLLM(answer), publisher=MemoryPublisher(), since=True)
+    assert report.streams[0].error
+    assert harness.store.load_stream("kestrel-users").watermark == 42

@@ -140,19 +140,20 @@ def _ingest(
     source: ChatSource, config: Config, store: StateStore, now: datetime, since: bool
 ) -> _Stream:
     state = store.load_stream(source.stream)
-    if since:
-        # --since reprocesses: start where the source's (overridden) `start` says.
-        state.watermark = None
-        state.done_ids = []
     report = StreamReport(stream=source.stream, watermark_before=state.watermark)
     try:
-        batch = read_stream(source, state.watermark)
+        # --since reprocesses from where the source's (overridden) `start` says.
+        batch = read_stream(source, None if since else state.watermark)
     except Exception as error:  # one broken stream must not stop the others
         report.error = _one_line(error)
         log.warning("stream %s: %s", source.stream, report.error)
-        return _Stream(state=state, report=report, after=state.watermark, fetched=[], settled=[])
+        # The stored state stays exactly as it was: no reset, no move.
+        return _Stream(state=state, report=report, after=None, fetched=[], settled=[])
     finally:
         source.close()
+    if since:
+        state.watermark = None
+        state.done_ids = []
     if batch.interrupted:
         report.error = batch.interrupted
         log.warning("stream %s: %s", source.stream, batch.interrupted)
