@@ -35,9 +35,11 @@ from kestrel_model import answer
 from pythia import db, gemini, pipeline, prompts, safety
 from pythia.config import Config, ConfigError, Secrets, load_config, parse_config
 from pythia.databranch import DataBranch
+from pythia.edits import PathPolicy
 from pythia.github import GitHubPublisher, ProposalBranches, fingerprint_in, github_client
 from pythia.models import RunReport
 from pythia.ports import LLM
+from pythia.propose import parked_proposals
 from pythia.sources import build_source
 from pythia.sources.zulip import ZulipSource
 from pythia.state import StateStore
@@ -83,9 +85,16 @@ class FakeGitHub:
     fail: Callable[[str, str], int | None] = lambda method, path: None
     requests: int = 0
     failures: int = 0
+    forbid_pulls: bool = False
     _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def error(self, status: int) -> dict[str, Any]:
+        if status == 403 and self.forbid_pulls:
+            # The answer GitHub gives when the repository setting forbids bot PRs.
+            return {
+                "message": "GitHub Actions is not permitted to create or approve pull requests.",
+                "documentation_url": "https://docs.github.com/rest",
+            }
         return {"message": "Server Error" if status >= 500 else "API rate limit exceeded"}
 
     def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
@@ -390,6 +399,11 @@ def run_once(env: Env, *, llm: LLM | None = None, meter: UsageMeter | None = Non
                     p.read_text() for p in (env.work / "docs").glob("*.md")
                 ),
                 repo_root=env.work,
+                parked=lambda: parked_proposals(
+                    publisher.ledger,
+                    read=workspace.read,
+                    policy=PathPolicy.from_config(config.docs),
+                ),
             )
             report = pipeline.run(config, deps, now=NOW)
         finally:
@@ -685,6 +699,30 @@ def test_a_github_outage_stops_publishing_with_state_kept_and_a_warning(
     assert state.last_read_at is not None and (state.watermark or 0) < LAST_ID
     assert state.failures == {}
     env.github.fail = lambda method, path: None
+    run_once(env, llm=llm)
+    assert_exactly_once(env, reference, judged_messages(llm))
+
+
+def test_a_repo_that_forbids_bot_prs_parks_the_proposal_and_fails_loudly(
+    make_env: Callable[..., Env], caplog: pytest.LogCaptureFixture, reference: set[str]
+) -> None:
+    env = make_env()
+    env.github.forbid_pulls = True
+    env.github.fail = lambda method, path: (
+        403 if method == "POST" and path.endswith("/pulls") else None
+    )
+    llm = FunctionLLM(answer)
+    report = run_once(env, llm=llm)
+    assert (
+        report.fatal and "Allow GitHub Actions to create and approve pull requests" in report.fatal
+    )
+    assert report.failed == []
+    assert any(r.levelno == logging.ERROR for r in caplog.records)
+    _, ledger = saved_state(env)
+    parked = [e for e in ledger.proposals.values() if e.status == "waiting" and e.parked]
+    assert len(parked) == 1  # the proposal is kept, not given up
+
+    env.github.fail = lambda method, path: None  # the maintainer fixed the setting
     run_once(env, llm=llm)
     assert_exactly_once(env, reference, judged_messages(llm))
 

@@ -168,6 +168,8 @@ def render_summary(report: RunReport) -> str:
     """The job summary: what was read, classified, proposed, skipped, failed, and the cost."""
     title = "## Pythia run" + (" (dry run)" if report.dry_run else "")
     parts = [title + "\n"]
+    if report.fatal:
+        parts.append(f"> [!CAUTION]\n> {report.fatal}\n")
     if report.stopped_early:
         parts.append(f"> [!WARNING]\n> Stopped early: {report.stopped_early}\n")
     parts.append("### Read\n")

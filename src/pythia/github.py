@@ -53,9 +53,33 @@ class PublisherUnavailable(PublishError):
     stops for this run and the proposals wait for the next one."""
 
 
+class PublishingBlocked(PublisherUnavailable):
+    """GitHub refused the bot (401/403/404, or a rejected push): a setting or permission to
+    fix. The proposal is parked in the ledger, publishing stops, and the run fails loudly."""
+
+
+BLOCKED_HINT = (
+    "allow it under Settings > Actions > General > Workflow permissions (\"Allow GitHub Actions "
+    "to create and approve pull requests\") and give the workflow `contents: write` and "
+    "`pull-requests: write`"
+)
+
+
 # PyGithub raises requests' own errors when its urllib3 retries run out on 5xx answers
 # (requests.exceptions.RetryError) or the network (ConnectionError), not GithubException.
 _API_ERRORS = (GithubException, requests.RequestException)
+
+
+def _blocked(error: BaseException) -> bool:
+    if isinstance(error, GithubException):
+        return error.status in (401, 403, 404)
+    if isinstance(error, git.GitCommandError):
+        text = str(error).lower()
+        return any(
+            sign in text
+            for sign in ("authentication failed", "permission to", "403", "denied", "protected")
+        )
+    return False
 
 
 def _outage(error: BaseException) -> bool:
@@ -392,6 +416,11 @@ class GitHubPublisher:
             pr = self._create_pull(proposal, branch=branch, base=base)
         except (*_API_ERRORS, git.GitCommandError, _Stale) as error:
             reason = _one_line(error)
+            if _blocked(error):
+                self._record(proposal, entry, status="waiting", reason=reason, branch=branch)
+                raise PublishingBlocked(
+                    f"GitHub refused to let Pythia open a PR ({reason[:160]}); {BLOCKED_HINT}"
+                ) from None
             self._record(proposal, entry, status="failed", reason=reason, branch=branch)
             failure = PublisherUnavailable if _outage(error) else PublishError
             raise failure(f"could not open a PR for '{proposal.title}': {reason}") from None

@@ -182,6 +182,7 @@ class RunReport:
     usage: dict[str, StageUsage] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stopped_early: str | None = None
+    fatal: str | None = None  # something only a maintainer can fix; the run exits non-zero
 
     @property
     def messages_read(self) -> int:

@@ -14,7 +14,7 @@ from . import threads as threading_
 from .classify import classify
 from .config import Config
 from .edits import PathPolicy
-from .github import PublishError, PublisherUnavailable
+from .github import PublishError, PublisherUnavailable, PublishingBlocked
 from .models import Message, Proposal, RunReport, StreamReport, Thread, Verdict
 from .ports import LLM, LLMUnavailable, Published, Publisher
 from .propose import NoChange, ProposalFailed, Searcher, propose
@@ -117,6 +117,12 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
                 stream, thread = by_key[verdict.thread_key]
                 try:
                     _propose_and_publish(thread, verdict, config, deps, report)
+                except PublishingBlocked as error:
+                    # A setting to fix, not the thread's fault: its proposal is parked.
+                    _record((stream, thread), "proposal parked: publishing is blocked")
+                    report.fatal = _one_line(error)
+                    log.error("%s", report.fatal)
+                    break
                 except (BudgetExhausted, LLMUnavailable, PublisherUnavailable) as error:
                     # An outage is not the thread's fault: no failure counted, tried next run.
                     report.stopped_early = _one_line(error)
@@ -214,6 +220,13 @@ def _publish_parked(deps: Deps, report: RunReport) -> None:
     for proposal in deps.parked():
         try:
             published = deps.publisher.publish(proposal)
+        except PublishingBlocked as error:
+            report.fatal = _one_line(error)
+            log.error("%s", report.fatal)
+            return
+        except PublisherUnavailable as error:
+            report.stopped_early = _one_line(error)
+            return
         except PublishError as error:
             report.failed.append((proposal.thread_key, sanitize_for_publishing(str(error))))
             continue

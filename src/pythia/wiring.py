@@ -334,6 +334,9 @@ def finish(report: RunReport, *, json_output: bool) -> int:
     for stream in report.streams:
         if stream.error:
             log.warning("stream %s: %s", stream.stream, stream.error)
+    if report.fatal:
+        print(f"error: {report.fatal}", file=sys.stderr)
+        return 1
     if report.streams and all(
         stream.error and not stream.messages_read for stream in report.streams
     ):
