@@ -82,3 +82,13 @@ def test_index_option_keeps_working_locally(
     assert main(["index", "--repo", str(checkout), "--index", str(target)]) == 0
     assert target.exists()
     assert "pythia-data" not in git("ls-remote", str(checkout.parent / "origin.git"), cwd=checkout)
+
+
+def test_run_without_streams_or_key_only_refreshes_the_index(
+    checkout: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--repo", str(checkout)]) == 0
+    captured = capsys.readouterr()
+    assert "only the index is updated" in captured.err
+    origin = checkout.parent / "origin.git"
+    assert "index.sqlite" in git("ls-tree", "-r", "--name-only", "pythia-data", cwd=origin)

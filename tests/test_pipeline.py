@@ -72,6 +72,7 @@ class Harness:
         clock: Any = None,
         parked: Any = None,
         since: bool = False,
+        started: float | None = None,
     ) -> Any:
         conn = db.connect(self.index_path)
         texts = [p.read_text() for p in (self.repo / "docs").glob("*.md")]
@@ -90,6 +91,7 @@ class Harness:
             **({"clock": clock} if clock else {}),
             **({"parked": parked} if parked else {}),
             since=since,
+            started=started,
         )
         try:
             return pipeline.run(self.config, deps, now=NOW, dry_run=dry_run)
@@ -304,3 +306,16 @@ def test_a_since_rerun_whose_stream_fails_keeps_the_stored_watermark(
     report = harness.run(llm=FunctionLLM(answer), publisher=MemoryPublisher(), since=True)
     assert report.streams[0].error
     assert harness.store.load_stream("kestrel-users").watermark == 42
+
+
+def test_the_time_budget_counts_from_the_start_of_the_job(repo: Path) -> None:
+    harness = Harness(repo, make_config(limits={"time_budget_minutes": 1}))
+    # Indexing took the whole minute before the pipeline started.
+    report = harness.run(
+        llm=FunctionLLM(answer),
+        publisher=MemoryPublisher(),
+        clock=lambda: 1000.0,
+        started=1000.0 - 61,
+    )
+    assert report.stopped_early == "the time budget is spent"
+    assert report.classified == {}

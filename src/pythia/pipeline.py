@@ -43,6 +43,7 @@ class Deps:
     clock: Callable[[], float] = time.monotonic
     since: bool = False
     parked: Callable[[], list[Proposal]] = list  # proposals that waited for room last time
+    started: float | None = None  # on `clock`, when the job began (indexing included)
 
 
 @dataclass
@@ -62,7 +63,7 @@ class StopRun(Exception):
 def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> RunReport:
     """Read, classify, propose, publish; record every thread's outcome; save state."""
     report = RunReport(dry_run=dry_run)
-    started = deps.clock()
+    started = deps.started if deps.started is not None else deps.clock()
     deadline = started + config.limits.time_budget_minutes * 60
 
     def should_stop() -> bool:

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -201,18 +202,25 @@ def publisher_for(workspace: Workspace, args: argparse.Namespace, ledger: Any) -
 
 def run_pipeline(workspace: Workspace, args: argparse.Namespace) -> RunReport:
     from . import gemini, pipeline, safety
+    from .databranch import DataBranchError
     from .edits import PathPolicy
     from .propose import parked_proposals
     from .usage import UsageMeter
 
+    started = time.monotonic()  # the time budget covers indexing too
     config = workspace.config
+    streams = resolve_export_paths(workspace, chosen_streams(workspace, args.stream, args.since))
+    if not streams:
+        return _index_only(workspace, args)
     meter = UsageMeter.from_config(config)
     adapters = gemini.from_config(config, workspace.secrets, meter)
-    streams = resolve_export_paths(workspace, chosen_streams(workspace, args.stream, args.since))
     now = datetime.now(timezone.utc)
     with open_storage(workspace, args.index) as storage:
         with actions.group("Index the docs", enabled=actions.in_actions()):
             update_docs_index(workspace, storage.index_path, adapters.embedder)
+        if not args.dry_run:
+            # Paid-for embeddings are kept even if the job is killed later.
+            storage.save("pythia: update the docs index")
         ledger = storage.store.load_ledger()
         publisher = publisher_for(workspace, args, ledger)
         docs_texts = {
@@ -234,6 +242,7 @@ def run_pipeline(workspace: Workspace, args: argparse.Namespace) -> RunReport:
                 parked=lambda: parked_proposals(
                     ledger, read=workspace.read, policy=PathPolicy.from_config(config.docs)
                 ),
+                started=started,
             )
             with actions.group("Read, classify, propose", enabled=actions.in_actions()):
                 report = pipeline.run(config, deps, now=now, dry_run=args.dry_run)
@@ -243,8 +252,26 @@ def run_pipeline(workspace: Workspace, args: argparse.Namespace) -> RunReport:
             storage.store.save_ledger(publisher.ledger)
             if config.publish.dashboard and hasattr(publisher, "repo"):
                 _dashboard(workspace, report, storage.store, publisher)
-            storage.save(f"pythia: run of {now:%Y-%m-%d %H:%M} UTC")
+            try:
+                storage.save(f"pythia: run of {now:%Y-%m-%d %H:%M} UTC")
+            except DataBranchError as error:
+                # The PRs are open already: still write the summary, then fail the job.
+                report.fatal = f"the run's state could not be saved: {error}"
     return report
+
+
+def _index_only(workspace: Workspace, args: argparse.Namespace) -> RunReport:
+    """No streams configured: keep the index fresh (BM25 only without a key) and say so."""
+    print(
+        "no streams are configured in .github/pythia.yml; only the index is updated",
+        file=sys.stderr,
+    )
+    embedder, _ = embedder_for(workspace, required=False)
+    with open_storage(workspace, args.index) as storage:
+        update_docs_index(workspace, storage.index_path, embedder)
+        if not args.dry_run:
+            storage.save("pythia: update the docs index")
+    return RunReport(dry_run=args.dry_run)
 
 
 def _dashboard(workspace: Workspace, report: RunReport, store: StateStore, publisher: Any) -> None:
@@ -286,8 +313,6 @@ def write_report(report: RunReport, path: Path) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     workspace = open_workspace(args)
     setup_logging(args, workspace.secrets)
-    if not workspace.config.streams:
-        print("no streams are configured in .github/pythia.yml; nothing to read", file=sys.stderr)
     report = run_pipeline(workspace, args)
     return finish(report, json_output=getattr(args, "json", False))
 
