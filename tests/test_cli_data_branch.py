@@ -92,3 +92,10 @@ def test_run_without_streams_or_key_only_refreshes_the_index(
     assert "only the index is updated" in captured.err
     origin = checkout.parent / "origin.git"
     assert "index.sqlite" in git("ls-tree", "-r", "--name-only", "pythia-data", cwd=origin)
+
+
+def test_a_bad_log_level_is_one_line(checkout: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--repo", str(checkout), "--log-level", "loud"]) == 1
+    assert capsys.readouterr().err == (
+        "error: log level 'loud' is not one of debug, info, warning, error\n"
+    )

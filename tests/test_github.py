@@ -269,9 +269,22 @@ def closed_event(
             "merged": merged,
             "body": body,
             "title": "Document HTTPS_PROXY",
-            "head": {"ref": BRANCH},
+            "head": {"ref": BRANCH, "repo": {"full_name": "kestrel/docs"}},
+            "base": {"ref": "main", "repo": {"full_name": "kestrel/docs"}},
         },
     }
+
+
+def test_a_forks_pr_with_a_copied_marker_cannot_reject_a_proposal() -> None:
+    ledger = Ledger()
+    ledger.put(LedgerEntry(fingerprint=FINGERPRINT, status="open", pr_number=42, branch=BRANCH))
+    forged = closed_event(merged=False)
+    forged["pull_request"]["head"] = {"ref": BRANCH, "repo": {"full_name": "mallory/docs"}}
+    assert record_closed_pr(forged, ledger, now=NOW) is None
+    other_branch = closed_event(merged=False)
+    other_branch["pull_request"]["head"]["ref"] = "feature/x"
+    assert record_closed_pr(other_branch, ledger, now=NOW) is None
+    assert ledger.proposals[FINGERPRINT].status == "open"
 
 
 def test_closed_prs_teach_the_ledger() -> None:

@@ -44,7 +44,9 @@ def cmd_action(args: argparse.Namespace) -> int:
 
         with open_storage(workspace, None) as storage:
             ledger = storage.store.load_ledger()
-            entry = record_closed_pr(event, ledger)
+            entry = record_closed_pr(
+                event, ledger, branch_prefix=workspace.config.publish.branch_prefix
+            )
             if entry is None:
                 print("not a Pythia pull request; nothing to record")
                 return 0

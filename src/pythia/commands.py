@@ -43,13 +43,21 @@ def record_closed_pr(
     ledger: Ledger,
     *,
     now: datetime | None = None,
+    branch_prefix: str = "pythia/",
 ) -> LedgerEntry | None:
     """On `pull_request` closed: record merged or rejected; None when it was not Pythia's PR."""
     pr = event_payload.get("pull_request") or {}
     if event_payload.get("action") != "closed" or not pr:
         return None
     number = pr.get("number")
-    branch = (pr.get("head") or {}).get("ref", "")
+    head = pr.get("head") or {}
+    branch = head.get("ref", "")
+    head_repo = (head.get("repo") or {}).get("full_name")
+    base_repo = ((pr.get("base") or {}).get("repo") or {}).get("full_name")
+    if not branch.startswith(branch_prefix) or (head_repo and head_repo != base_repo):
+        # Only Pythia's own branches count: a fork's PR could carry a copied marker and
+        # mark a proposal rejected (pull_request_target runs with the base's token).
+        return None
     fingerprint = fingerprint_in(pr.get("body"))
     entry = (
         (ledger.get(fingerprint) if fingerprint else None)

@@ -75,14 +75,18 @@ def open_workspace(args: argparse.Namespace) -> Workspace:
     return Workspace(root=root, config=config, secrets=secrets)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def setup_logging(args: argparse.Namespace, secrets: Secrets | None = None) -> None:
     values = secrets.values() if secrets else []
     in_ci = actions.in_actions()
     if in_ci:
         actions.mask(values)
-    actions.configure_logging(
-        level=getattr(args, "log_level", "info"), secrets=values, actions=in_ci
-    )
+    level = str(getattr(args, "log_level", "info") or "info").lower()
+    if level not in LOG_LEVELS:
+        raise UserError(f"log level '{level}' is not one of {', '.join(LOG_LEVELS)}")
+    actions.configure_logging(level=level, secrets=values, actions=in_ci)
 
 
 @dataclass
