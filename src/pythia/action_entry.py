@@ -53,6 +53,10 @@ def cmd_action(args: argparse.Namespace) -> int:
             storage.store.save_ledger(ledger)
             storage.save(f"pythia: record {entry.status} proposal {entry.fingerprint[:8]}")
         print(f"recorded proposal {entry.fingerprint[:8]} as {entry.status}")
+        actions.add_summary(
+            f"## Pythia feedback\n\nRecorded proposal `{entry.fingerprint[:8]}` as "
+            f"**{entry.status}**.\n"
+        )
         return 0
     from .commands import handle_comment
 
@@ -64,6 +68,9 @@ def cmd_action(args: argparse.Namespace) -> int:
         storage.store.save_ledger(publisher.ledger)
         storage.save(f"pythia: /pythia {outcome.command or 'comment'}")
     print(f"/pythia {outcome.command or '(none)'}: {outcome.status}")
+    actions.add_summary(
+        f"## Pythia command\n\n`/pythia {outcome.command or '(none)'}`: {outcome.status}\n"
+    )
     return 0
 
 

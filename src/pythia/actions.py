@@ -158,7 +158,7 @@ def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _table(headers: list[str], rows: list[list[object]]) -> str:
+def table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
@@ -174,7 +174,7 @@ def render_summary(report: RunReport) -> str:
         parts.append(f"> [!WARNING]\n> Stopped early: {report.stopped_early}\n")
     parts.append("### Read\n")
     parts.append(
-        _table(
+        table(
             ["stream", "messages", "threads", "settled", "watermark", "error"],
             [
                 [
@@ -193,7 +193,7 @@ def render_summary(report: RunReport) -> str:
     parts.append("### Classified\n")
     rows: list[list[object]] = [[k, v] for k, v in sorted(report.classified.items())]
     rows.append(["dropped by the prefilter", report.prefiltered])
-    parts.append(_table(["category", "threads"], rows))
+    parts.append(table(["category", "threads"], rows))
     parts.append("### Proposed\n")
     lines = report.proposal_lines
     proposed: list[list[object]] = [
@@ -203,14 +203,14 @@ def render_summary(report: RunReport) -> str:
         ["updated with new evidence", lines.get(url, ""), url] for url in report.proposals_updated
     ]
     parts.append(
-        _table(["what", "proposal", "where"], proposed) if proposed else "No proposals.\n"
+        table(["what", "proposal", "where"], proposed) if proposed else "No proposals.\n"
     )
     if report.skipped:
         parts.append("### Skipped\n")
-        parts.append(_table(["thread", "why"], [list(item) for item in report.skipped]))
+        parts.append(table(["thread", "why"], [list(item) for item in report.skipped]))
     if report.failed:
         parts.append("### Failed\n")
-        parts.append(_table(["thread", "error"], [list(item) for item in report.failed]))
+        parts.append(table(["thread", "error"], [list(item) for item in report.failed]))
     parts.append("### Cost\n")
     usage_rows: list[list[object]] = [
         [
@@ -225,10 +225,10 @@ def render_summary(report: RunReport) -> str:
     ]
     total = sum(u.cost_usd for u in report.usage.values())
     usage_rows.append(["total", "", "", "", "", f"${total:.4f}"])
-    parts.append(_table(["stage", "LLM calls", "input", "output", "thinking", "cost"], usage_rows))
+    parts.append(table(["stage", "LLM calls", "input", "output", "thinking", "cost"], usage_rows))
     parts.append("### Time\n")
     parts.append(
-        _table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in report.stage_seconds.items()])
+        table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in report.stage_seconds.items()])
     )
     return "\n".join(parts)
 

@@ -53,6 +53,23 @@ def cmd_index(args: argparse.Namespace) -> int:
     with open_storage(workspace, args.index) as storage:
         stats = update_docs_index(workspace, storage.index_path, embedder, full=args.full)
         saved = storage.save("pythia: update the docs index")
+    actions.add_summary(
+        "## Pythia index\n\n"
+        + actions.table(
+            ["files changed", "chunks", "embedded", "reused", "deleted", "seconds", "search"],
+            [
+                [
+                    stats.files_changed,
+                    stats.chunks_total,
+                    stats.chunks_embedded,
+                    stats.chunks_reused,
+                    stats.chunks_deleted,
+                    f"{stats.seconds:.1f}",
+                    "hybrid" if embedder is not None else "BM25 only (no GEMINI_API_KEY)",
+                ]
+            ],
+        )
+    )
     if args.json:
         print(json.dumps(asdict(stats), sort_keys=True))
     else:
