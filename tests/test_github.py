@@ -4,6 +4,7 @@ bare origin."""
 from __future__ import annotations
 
 import subprocess
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -301,7 +302,11 @@ def test_closed_prs_teach_the_ledger() -> None:
     assert record_closed_pr(closed_event(merged=False, body="not ours"), Ledger()) is None
 
 
-def comment_event(body: str, login: str) -> dict[str, Any]:
+def comment_event(body: str, login: str, comment_id: int | None = None) -> dict[str, Any]:
+    # Each distinct comment has its own id, as on GitHub.
+    comment_id = (
+        comment_id if comment_id is not None else 2690100 + zlib.crc32(body.encode()) % 10**6
+    )
     return {
         "action": "created",
         "issue": {
@@ -309,7 +314,7 @@ def comment_event(body: str, login: str) -> dict[str, Any]:
             "body": f"<!-- pythia:fingerprint={FINGERPRINT} -->",
             "pull_request": {"url": "https://api.github.com/repos/kestrel/docs/pulls/42"},
         },
-        "comment": {"id": 2690100, "body": body, "user": {"login": login, "type": "User"}},
+        "comment": {"id": comment_id, "body": body, "user": {"login": login, "type": "User"}},
     }
 
 
@@ -385,6 +390,10 @@ def test_revise_pushes_to_the_same_branch(docs_repo: Path, secrets_env: dict[str
         "github-actions[bot]|docs: revise as asked in review",
         "github-actions[bot]|docs: Document HTTPS_PROXY",
     ]
+    # A re-run of the same job (same comment) neither replies nor pushes again.
+    again = handle_comment(event, publisher=pub, revise=revise)
+    assert again.status == "ignored" and len(asked) == 1
+    assert git(docs_repo.parent / "origin.git", "log", "--format=%s", BRANCH).count("revise") == 1
 
 
 def test_evidence_comment_keeps_earlier_reports_and_replaces_a_rerun() -> None:

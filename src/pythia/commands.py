@@ -115,6 +115,30 @@ def handle_comment(
     entry = ledger.by_pr(number) or (ledger.get(fingerprint) if fingerprint else None)
     if entry is None:
         return CommandOutcome(status="ignored", command=command)  # not one of Pythia's PRs
+    comment_id = comment.get("id")
+    if isinstance(comment_id, int) and comment_id in entry.handled_comments:
+        # A re-run of the same job: it was answered already; never reply or push twice.
+        return CommandOutcome(status="ignored", command=command, fingerprint=entry.fingerprint)
+    outcome = _dispatch(publisher, entry, number, command, argument, user, revise)
+    if isinstance(comment_id, int):
+        current = ledger.get(entry.fingerprint) or entry
+        ledger.put(
+            current.model_copy(
+                update={"handled_comments": [*current.handled_comments, comment_id][-50:]}
+            )
+        )
+    return outcome
+
+
+def _dispatch(
+    publisher: GitHubPublisher,
+    entry: LedgerEntry,
+    number: int,
+    command: str,
+    argument: str,
+    user: Mapping[str, Any],
+    revise: Reviser | None,
+) -> CommandOutcome:
     if not _may_command(publisher, str(user.get("login", ""))):
         _reply(publisher, number, DENIED)
         return CommandOutcome(status="denied", command=command, fingerprint=entry.fingerprint)

@@ -166,6 +166,7 @@ class LedgerEntry(BaseModel):
     evidence_comment_id: int | None = None
     reason: str = ""
     parked: ParkedProposal | None = None
+    handled_comments: list[int] = Field(default_factory=list)  # /pythia commands answered
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
