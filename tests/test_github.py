@@ -200,7 +200,7 @@ def test_publishing_twice_opens_one_pr(docs_repo: Path, secrets_env: dict[str, s
     assert (entry.status, entry.pr_number, entry.branch) == ("open", 42, BRANCH)
     # The same run again (say after a crash before state was saved): no second PR.
     again = publisher(docs_repo, Ledger()).publish(proposal())
-    assert (again.action, again.number) == ("updated", 42)
+    assert (again.action, again.number, again.reason) == ("skipped", 42, "already in the PR")
 
 
 @pytest.mark.vcr

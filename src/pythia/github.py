@@ -504,7 +504,7 @@ class GitHubPublisher:
             # A rerun of the run that opened it: the PR already carries this thread.
             self._record(proposal, entry, status="open", pr=pr)
             return Published(
-                action="updated", url=pr.html_url, number=pr.number, reason="already in the PR"
+                action="skipped", url=pr.html_url, number=pr.number, reason="already in the PR"
             )
         marker = EVIDENCE_MARKER.format(fingerprint=proposal.fingerprint)
         mine = next((c for c in pr.get_issue_comments() if marker in (c.body or "")), None)
