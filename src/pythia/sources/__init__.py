@@ -80,6 +80,16 @@ def pseudonym(salt: str, raw_author_id: str | int) -> str:
     return f"user-{digest[:8]}"
 
 
+def fixed_start(start: str | int | object) -> int | None:
+    """The watermark a `start` setting gives without asking the chat: 'oldest' is 0, message
+    id N is N - 1 (so N itself is read); None for 'newest' and dates, which a source resolves."""
+    if start == "oldest":
+        return 0
+    if isinstance(start, int):
+        return max(start - 1, 0)
+    return None
+
+
 def read_stream(source: ChatSource, watermark: int | None) -> Batch:
     """Read everything after `watermark` (or from the configured start), oldest first."""
     after = source.start_after() if watermark is None else watermark

@@ -39,7 +39,7 @@ from typing import Any
 
 from ..config import ExportStream
 from ..models import Message
-from . import SourceError, pseudonym
+from . import SourceError, fixed_start, pseudonym
 
 
 class ExportError(SourceError):
@@ -134,10 +134,8 @@ class ExportSource:
 
     def start_after(self) -> int:
         start = self.config.start
-        if start == "oldest":
-            return 0
-        if isinstance(start, int):
-            return max(start - 1, 0)
+        if (fixed := fixed_start(start)) is not None:
+            return fixed
         messages = self.messages()
         if start == "newest":
             return messages[-1].id if messages else 0

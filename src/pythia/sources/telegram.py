@@ -35,7 +35,7 @@ import asyncio
 import getpass
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from datetime import time as dtime
 from functools import partial
 from typing import Any, Protocol
@@ -45,7 +45,7 @@ from telethon.tl import types
 
 from ..config import Secrets, TelegramStream
 from ..models import Message
-from . import SourceError, StreamInterrupted, pseudonym
+from . import SourceError, StreamInterrupted, fixed_start, pseudonym
 
 BOT_BLOCK = 100  # telethon asks for at most 100 ids per channels.getMessages call
 
@@ -149,10 +149,8 @@ class TelegramSource:
 
     def start_after(self) -> int:
         start = self.config.start
-        if start == "oldest":
-            return 0
-        if isinstance(start, int):
-            return max(start - 1, 0)
+        if (fixed := fixed_start(start)) is not None:
+            return fixed
         if self.config.mode == "bot":
             raise SourceError(
                 f"stream '{self.stream}': bot mode cannot find the newest message or a date; "
@@ -161,7 +159,7 @@ class TelegramSource:
         if start == "newest":
             latest = self._call(lambda: self._client.get_messages(self.chat, limit=1), None)
             return latest[0].id if latest else 0
-        assert not isinstance(start, str)
+        assert isinstance(start, date)
         midnight = datetime.combine(start, dtime(0, 0), tzinfo=timezone.utc)
         # Without `reverse`, offset_date returns messages sent strictly before it.
         before = self._call(

@@ -42,7 +42,7 @@ import zulip
 
 from ..config import Secrets, ZulipStream
 from ..models import Message
-from . import SourceError, StreamInterrupted, pseudonym
+from . import SourceError, StreamInterrupted, fixed_start, pseudonym
 
 CHANNEL_OPERATOR_FEATURE_LEVEL = 250
 MAX_RATE_LIMIT_WAITS = 5
@@ -135,10 +135,8 @@ class ZulipSource:
 
     def start_after(self) -> int:
         start = self.config.start
-        if start == "oldest":
-            return 0
-        if isinstance(start, int):
-            return max(start - 1, 0)
+        if (fixed := fixed_start(start)) is not None:
+            return fixed
         if start == "newest":
             newest = [self._edge(narrow, "newest") for narrow in self.narrows()]
             return max((message["id"] for message in newest if message), default=0)
