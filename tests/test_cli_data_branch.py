@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from gitrepo import git
 from pythia.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
-    ).stdout
 
 
 @pytest.fixture
@@ -30,16 +24,16 @@ def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ):
         monkeypatch.delenv(name, raising=False)
     origin = tmp_path / "origin.git"
-    git("init", "-q", "--bare", "-b", "main", str(origin), cwd=tmp_path)
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(origin))
     repo = tmp_path / "docs-repo"
     shutil.copytree(FIXTURES / "sample-docs/docs", repo / "docs")
     (repo / ".github").mkdir()
     (repo / ".github/pythia.yml").write_text("docs: {root: docs}\n")
-    git("init", "-q", "-b", "main", cwd=repo)
-    git("-c", "user.name=t", "-c", "user.email=t@t", "add", ".", cwd=repo)
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "docs", cwd=repo)
-    git("remote", "add", "origin", str(origin), cwd=repo)
-    git("push", "-q", "origin", "main", cwd=repo)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "docs")
+    git(repo, "remote", "add", "origin", str(origin))
+    git(repo, "push", "-q", "origin", "main")
     return repo
 
 
@@ -50,16 +44,16 @@ def test_index_goes_to_the_data_branch_and_is_replaced_not_stacked(
     out = capsys.readouterr().out
     assert "pythia-data branch" in out and "(pushed)" in out
     origin = checkout.parent / "origin.git"
-    files = git("ls-tree", "-r", "--name-only", "pythia-data", cwd=origin).split()
+    files = git(origin, "ls-tree", "-r", "--name-only", "pythia-data").split()
     assert "index.sqlite" in files
     assert not (checkout / ".pythia").exists()  # nothing local, the user's tree untouched
-    assert git("status", "--porcelain", cwd=checkout) == ""
+    assert git(checkout, "status", "--porcelain") == ""
 
     (checkout / "docs/faq.md").write_text("# FAQ\n\n## New question\n\nA new answer here.\n")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "faq", cwd=checkout)
+    git(checkout, "commit", "-qam", "faq")
     assert main(["index", "--repo", str(checkout), "--json"]) == 0
     assert '"files_changed": 1' in capsys.readouterr().out
-    versions = git("rev-list", "--all", "--objects", cwd=origin)
+    versions = git(origin, "rev-list", "--all", "--objects")
     index_blobs = [line for line in versions.splitlines() if line.endswith(" index.sqlite")]
     assert len(index_blobs) == 1  # the old index commit was replaced
 
@@ -81,7 +75,7 @@ def test_index_option_keeps_working_locally(
     target = tmp_path / "local.sqlite"
     assert main(["index", "--repo", str(checkout), "--index", str(target)]) == 0
     assert target.exists()
-    assert "pythia-data" not in git("ls-remote", str(checkout.parent / "origin.git"), cwd=checkout)
+    assert "pythia-data" not in git(checkout, "ls-remote", str(checkout.parent / "origin.git"))
 
 
 def test_run_without_streams_or_key_only_refreshes_the_index(
@@ -91,7 +85,7 @@ def test_run_without_streams_or_key_only_refreshes_the_index(
     captured = capsys.readouterr()
     assert "only the index is updated" in captured.err
     origin = checkout.parent / "origin.git"
-    assert "index.sqlite" in git("ls-tree", "-r", "--name-only", "pythia-data", cwd=origin)
+    assert "index.sqlite" in git(origin, "ls-tree", "-r", "--name-only", "pythia-data")
 
 
 def test_a_bad_log_level_is_one_line(checkout: Path, capsys: pytest.CaptureFixture[str]) -> None:

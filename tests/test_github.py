@@ -3,7 +3,6 @@ bare origin."""
 
 from __future__ import annotations
 
-import subprocess
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 from github import Github
 
+from gitrepo import git
 from pythia.commands import handle_comment, parse_command, record_closed_pr
 from pythia.config import Publish
 from pythia.github import (
@@ -36,17 +36,6 @@ PROXY_SECTION = (
     "\n## Behind a corporate proxy\n\nKestrel honours `HTTPS_PROXY` and `NO_PROXY` for the remote "
     "cache since 2.3. Point `KESTREL_CA_BUNDLE` at your company's CA (`/path/to/ca.pem`).\n"
 )
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=Maintainer", "-c", "user.email=m@example.com", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
 
 
 @pytest.fixture(autouse=True)

@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from doubles import FunctionLLM, HashEmbedder
+from gitrepo import git
 from kestrel_model import answer
 from pythia import db, gemini, pipeline, prompts, safety
 from pythia.config import Config, ConfigError, Secrets, load_config, parse_config
@@ -55,17 +56,6 @@ PROPOSALS = 3  # proxy, relative cache dir, cache moved: what a clean run opens
 
 class Crash(BaseException):
     """The process died here (injected)."""
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=Maintainer", "-c", "user.email=m@example.com", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
 
 
 # ---------------------------------------------------------------- a fake GitHub

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gitrepo import git
 from pythia.databranch import BOT_EMAIL, INDEX_SUBJECT, DataBranch, DataBranchError, auth_env
 from pythia.state import (
     Failure,
@@ -22,17 +23,6 @@ from pythia.state import (
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=Maintainer", "-c", "user.email=m@example.com", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
 
 
 @pytest.fixture(autouse=True)
