@@ -135,7 +135,6 @@ def propose(
     read: Callable[[str], str | None],
     policy: PathPolicy,
     repo_root: Path | None = None,
-    instruction: str | None = None,
 ) -> Proposal | NoChange:
     """Ask for edits, apply them to a scratch copy, and feed failures back at most twice."""
     hits = retrieve(verdict, search=search, k=config.limits.search_k)
@@ -161,7 +160,6 @@ def propose(
             hits=hits,
             files=files,
             new_file_dirs=config.docs.new_file_dirs,
-            instruction=instruction,
             feedback=feedback,
         )
         reply, _ = generate_model(llm, request, ProposeReply)
