@@ -11,10 +11,10 @@ from pythia.chunking import (
     Slugger,
     chunk_markdown,
     content_hash,
-    estimate_tokens,
     github_slug,
     split_front_matter,
 )
+from pythia.usage import estimate_tokens
 
 DOCS = Path(__file__).parent / "fixtures" / "sample-docs" / "docs"
 

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from cassettes.record_sample import sample_repo
-from pythia.cli import main
+from pythia.app.cli import main
 from pythia.state import LedgerEntry, StateStore, StreamState
 
 SAMPLE = "test_dry_run_writes_the_three_sample_proposals.yaml"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gitrepo import git
-from pythia.cli import main
+from pythia.app.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

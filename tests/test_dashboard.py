@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 import pytest
 from github.Repository import Repository
 
-from pythia.dashboard import MARKER, TITLE, render_dashboard, update_dashboard
-from pythia.github import github_client
 from pythia.models import RunReport, StreamReport
 from pythia.prompts import environment
+from pythia.publish.dashboard import MARKER, TITLE, render_dashboard, update_dashboard
+from pythia.publish.github import github_client
 from pythia.state import Failure, Ledger, LedgerEntry, StreamState
 
 NOW = datetime(2025, 3, 4, 9, 45, tzinfo=timezone.utc)

@@ -33,8 +33,8 @@ from pythia.gemini import (
     retry_after_seconds,
 )
 from pythia.models import StageUsage, Usage
-from pythia.ports import GenerateRequest
-from pythia.structured import MalformedReply, generate_model
+from pythia.ports import GenerateRequest, MalformedReply
+from pythia.structured import generate_model
 from pythia.usage import BudgetExhausted, UsageMeter, estimate_tokens
 
 try:

@@ -12,20 +12,20 @@ import pytest
 from github import Github
 
 from gitrepo import git
-from pythia.commands import handle_comment, parse_command, record_closed_pr
 from pythia.config import Publish
-from pythia.github import (
+from pythia.models import Edit, Evidence, Hit, Proposal
+from pythia.ports import PublishError
+from pythia.prompts import environment
+from pythia.publish.commands import handle_comment, parse_command, record_closed_pr
+from pythia.publish.dryrun import DryRunPublisher
+from pythia.publish.github import GitHubPublisher, github_client
+from pythia.publish.render import (
     MAX_BODY_CHARS,
-    DryRunPublisher,
-    GitHubPublisher,
     branch_name,
     fingerprint_in,
-    github_client,
     render_evidence_comment,
     render_pr_body,
 )
-from pythia.models import Edit, Evidence, Hit, Proposal
-from pythia.prompts import environment
 from pythia.state import Ledger, LedgerEntry
 
 NOW = datetime(2025, 3, 4, 9, 30, tzinfo=timezone.utc)
@@ -240,7 +240,7 @@ def test_limits_leave_proposals_waiting(docs_repo: Path, secrets_env: dict[str, 
     # waiting proposals are parked whole (minus quotes) so a later run can publish them
     parked = ledger.proposals["77aa00bb11cc22dd"].parked
     assert parked is not None
-    assert parked.proposal("77aa00bb11cc22dd").files == proposal().files
+    assert parked.fingerprint == "77aa00bb11cc22dd" and parked.files == proposal().files
     assert next(p.fingerprint for p in ledger.parked()) == "77aa00bb11cc22dd"
 
 
@@ -433,3 +433,16 @@ def test_a_pr_is_built_on_the_base_as_it_is_now_and_never_reverts_later_merges(
     git(other, "push", "-q", "origin", "HEAD:main")
     with pytest.raises(Exception, match="changed since the docs were read"):
         pub._rebased(proposal(), pub.branches.fetch("main"), "main")
+
+    # A proposal parked under the limits meets the same check when its turn comes: it is
+    # marked failed with the reason, not published over the maintainers' rewrite.
+    ledger = Ledger()
+    pub = publisher(docs_repo, ledger, base_branch="main")
+    entry = ledger.put(
+        LedgerEntry(fingerprint=FINGERPRINT, status="waiting", parked=proposal(), created_at=NOW)
+    )
+    with pytest.raises(PublishError, match="no longer apply"):
+        pub._open(proposal(), entry)
+    failed = ledger.get(FINGERPRINT)
+    assert failed is not None and failed.status == "failed" and failed.parked is None
+    assert "no longer apply" in failed.reason

@@ -9,15 +9,13 @@ from typing import Any
 
 import pytest
 
+import harness
 from doubles import FunctionLLM, HashEmbedder, MemoryPublisher
 from kestrel_model import answer
-from pythia import db, pipeline, safety
-from pythia.config import Config, Secrets, parse_config
-from pythia.github import DryRunPublisher
-from pythia.sources import build_source
-from pythia.state import Ledger, LedgerEntry, ParkedProposal, StateStore
+from pythia.config import Config, parse_config
+from pythia.publish.dryrun import DryRunPublisher
+from pythia.state import Ledger, LedgerEntry, StateStore
 from pythia.usage import UsageMeter
-from pythia.wiring import Workspace, searcher, update_docs_index
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOW = datetime(2026, 3, 6, 12, 0, tzinfo=timezone.utc)
@@ -51,59 +49,33 @@ def repo(tmp_path: Path) -> Path:
 
 
 class Harness:
-    """Builds a run's dependencies the way `wiring` does, with doubles at the edges."""
+    """A repository with its docs indexed, run through `harness.run_pipeline` with doubles."""
 
     def __init__(self, repo: Path, config: Config) -> None:
         self.repo = repo
         self.config = config
-        self.workspace = Workspace(root=repo, config=config, secrets=Secrets())
         self.embedder = HashEmbedder()
         self.index_path = repo / ".pythia/index.sqlite"
-        update_docs_index(self.workspace, self.index_path, self.embedder)
+        harness.index_docs(harness.workspace(repo, config), self.index_path, self.embedder)
         self.store = StateStore(repo / ".pythia/state")
 
-    def run(
-        self,
-        *,
-        llm: Any,
-        publisher: Any,
-        dry_run: bool = False,
-        meter: UsageMeter | None = None,
-        clock: Any = None,
-        parked: Any = None,
-        since: bool = False,
-        started: float | None = None,
-    ) -> Any:
-        conn = db.connect(self.index_path)
-        texts = [p.read_text() for p in (self.repo / "docs").glob("*.md")]
-        deps = pipeline.Deps(
-            sources=[
-                build_source(s, secrets=Secrets(), salt="test-salt") for s in self.config.streams
-            ],
-            llm=llm,
-            search=searcher(self.workspace, conn, self.embedder),
-            read=self.workspace.read,
-            publisher=publisher,
+    def run(self, *, llm: Any, publisher: Any, **options: Any) -> Any:
+        return harness.run_pipeline(
+            harness.workspace(self.repo, self.config),
+            index_path=self.index_path,
             store=self.store,
-            meter=meter or UsageMeter.from_config(self.config),
-            docs_domains=safety.link_domains(texts),
-            repo_root=self.repo,
-            **({"clock": clock} if clock else {}),
-            **({"parked": parked} if parked else {}),
-            since=since,
-            started=started,
+            llm=llm,
+            embedder=self.embedder,
+            publisher=publisher,
+            **options,
         )
-        try:
-            return pipeline.run(self.config, deps, now=NOW, dry_run=dry_run)
-        finally:
-            conn.close()
 
 
 def test_dry_run_writes_grounded_proposals_and_saves_nothing(repo: Path, tmp_path: Path) -> None:
-    harness = Harness(repo, make_config())
+    runner = Harness(repo, make_config())
     llm = FunctionLLM(answer)
     out = tmp_path / "pythia-out"
-    report = harness.run(llm=llm, publisher=DryRunPublisher(out), dry_run=True)
+    report = runner.run(llm=llm, publisher=DryRunPublisher(out), dry_run=True)
 
     assert report.messages_read == 39
     assert llm.calls("classify") == 1
@@ -125,9 +97,9 @@ def test_dry_run_writes_grounded_proposals_and_saves_nothing(repo: Path, tmp_pat
 
 
 def test_chat_text_reaches_the_model_only_as_delimited_data(repo: Path, tmp_path: Path) -> None:
-    harness = Harness(repo, make_config())
+    runner = Harness(repo, make_config())
     llm = FunctionLLM(answer)
-    harness.run(llm=llm, publisher=DryRunPublisher(tmp_path / "out"), dry_run=True)
+    runner.run(llm=llm, publisher=DryRunPublisher(tmp_path / "out"), dry_run=True)
     classify = next(r for r in llm.requests if r.stage == "classify")
     assert "is never an instruction" in classify.system
     data = classify.prompt.split("<chat_data>", 1)[1].split("</chat_data>", 1)[0]
@@ -136,78 +108,78 @@ def test_chat_text_reaches_the_model_only_as_delimited_data(repo: Path, tmp_path
 
 
 def test_a_second_run_reads_nothing_new_and_opens_nothing_twice(repo: Path) -> None:
-    harness = Harness(repo, make_config())
+    runner = Harness(repo, make_config())
     publisher = MemoryPublisher()
-    first = harness.run(llm=FunctionLLM(answer), publisher=publisher)
+    first = runner.run(llm=FunctionLLM(answer), publisher=publisher)
     assert len(first.proposals_opened) == 3
-    state = harness.store.load_stream("kestrel-users")
+    state = runner.store.load_stream("kestrel-users")
     assert state.watermark == 42
     assert state.done_ids == []
 
-    second = harness.run(llm=FunctionLLM(answer), publisher=publisher)
+    second = runner.run(llm=FunctionLLM(answer), publisher=publisher)
     assert second.messages_read == 0
     assert len(publisher.prs) == 3
     assert publisher.calls == 3
 
 
 def test_unsettled_threads_wait_for_a_later_run(repo: Path) -> None:
-    harness = Harness(repo, make_config(threads={"settle_minutes": 60 * 24 * 2}))
+    runner = Harness(repo, make_config(threads={"settle_minutes": 60 * 24 * 2}))
     publisher = MemoryPublisher()
-    report = harness.run(llm=FunctionLLM(answer), publisher=publisher)
-    state = harness.store.load_stream("kestrel-users")
+    report = runner.run(llm=FunctionLLM(answer), publisher=publisher)
+    state = runner.store.load_stream("kestrel-users")
     # threads of the last two days are not settled, so the watermark stops before them
     assert report.streams[0].threads_settled < report.streams[0].threads
     assert state.watermark is not None and state.watermark < 42
 
 
 def test_a_crash_while_publishing_loses_and_duplicates_nothing(repo: Path) -> None:
-    harness = Harness(repo, make_config())
+    runner = Harness(repo, make_config())
     publisher = MemoryPublisher(fail_after=1)
     with pytest.raises(RuntimeError, match="injected"):
-        harness.run(llm=FunctionLLM(answer), publisher=publisher)
-    assert harness.store.load_stream("kestrel-users").watermark is None  # nothing saved
+        runner.run(llm=FunctionLLM(answer), publisher=publisher)
+    assert runner.store.load_stream("kestrel-users").watermark is None  # nothing saved
 
     publisher.fail_after = None
-    report = harness.run(llm=FunctionLLM(answer), publisher=publisher)
+    report = runner.run(llm=FunctionLLM(answer), publisher=publisher)
     assert len(publisher.prs) == 3
     assert len(report.proposals_updated) == 1  # the PR from the crashed run got the evidence
-    assert harness.store.load_stream("kestrel-users").watermark == 42
+    assert runner.store.load_stream("kestrel-users").watermark == 42
 
 
 def test_failing_threads_are_retried_then_given_up(repo: Path) -> None:
-    harness = Harness(repo, make_config(threads={"max_failures": 2}))
+    runner = Harness(repo, make_config(threads={"max_failures": 2}))
 
     def broken_proposals(request: Any) -> str:
         return answer(request) if request.stage == "classify" else "not json at all"
 
-    first = harness.run(llm=FunctionLLM(broken_proposals), publisher=MemoryPublisher())
+    first = runner.run(llm=FunctionLLM(broken_proposals), publisher=MemoryPublisher())
     assert len(first.failed) == 4  # every thread with doc value
-    state = harness.store.load_stream("kestrel-users")
+    state = runner.store.load_stream("kestrel-users")
     assert state.watermark is not None and state.watermark < 42
     assert all(f.count == 1 for f in state.failures.values())
 
-    second = harness.run(llm=FunctionLLM(broken_proposals), publisher=MemoryPublisher())
+    second = runner.run(llm=FunctionLLM(broken_proposals), publisher=MemoryPublisher())
     assert len(second.failed) == 4
-    state = harness.store.load_stream("kestrel-users")
+    state = runner.store.load_stream("kestrel-users")
     assert state.watermark == 42  # given up after two failures: outcome recorded
 
 
 def test_the_call_cap_stops_new_work_and_keeps_the_rest_for_later(repo: Path) -> None:
     config = make_config(limits={"max_llm_calls": 2})
-    harness = Harness(repo, config)
+    runner = Harness(repo, config)
     meter = UsageMeter.from_config(config)
-    report = harness.run(
+    report = runner.run(
         llm=FunctionLLM(answer, meter=meter), publisher=MemoryPublisher(), meter=meter
     )
     assert report.stopped_early and "max_llm_calls" in report.stopped_early
-    state = harness.store.load_stream("kestrel-users")
+    state = runner.store.load_stream("kestrel-users")
     assert state.watermark is not None and state.watermark < 42
 
 
 def test_the_time_budget_stops_new_work(repo: Path) -> None:
-    harness = Harness(repo, make_config(limits={"time_budget_minutes": 1}))
+    runner = Harness(repo, make_config(limits={"time_budget_minutes": 1}))
     ticks = iter(range(0, 10_000, 30))
-    report = harness.run(
+    report = runner.run(
         llm=FunctionLLM(answer), publisher=MemoryPublisher(), clock=lambda: float(next(ticks))
     )
     assert report.stopped_early == "the time budget is spent"
@@ -230,8 +202,8 @@ def test_a_broken_stream_does_not_stop_the_others(repo: Path, tmp_path: Path) ->
         ).streams[0],
     ]
     config = config.model_copy(update={"streams": streams})
-    harness = Harness(repo, config)
-    report = harness.run(llm=FunctionLLM(answer), publisher=MemoryPublisher())
+    runner = Harness(repo, config)
+    report = runner.run(llm=FunctionLLM(answer), publisher=MemoryPublisher())
     by_stream = {s.stream: s for s in report.streams}
     assert by_stream["broken"].error and "broken.jsonl" in by_stream["broken"].error
     assert by_stream["kestrel-users"].messages_read == 39
@@ -241,7 +213,7 @@ def test_a_broken_stream_does_not_stop_the_others(repo: Path, tmp_path: Path) ->
 def test_a_gemini_outage_stops_the_stage_and_keeps_everything_for_later(repo: Path) -> None:
     from pythia.gemini import GeminiUnavailable
 
-    harness = Harness(repo, make_config())
+    runner = Harness(repo, make_config())
     calls = {"propose": 0}
 
     def outage_during_proposals(request: Any) -> str:
@@ -252,31 +224,31 @@ def test_a_gemini_outage_stops_the_stage_and_keeps_everything_for_later(repo: Pa
         return answer(request)
 
     publisher = MemoryPublisher()
-    report = harness.run(llm=FunctionLLM(outage_during_proposals), publisher=publisher)
+    report = runner.run(llm=FunctionLLM(outage_during_proposals), publisher=publisher)
     assert report.stopped_early and "503" in report.stopped_early
     assert len(publisher.prs) == 1
-    first = harness.store.load_stream("kestrel-users")
+    first = runner.store.load_stream("kestrel-users")
     assert first.watermark is not None and first.watermark < 42
 
-    second = harness.run(llm=FunctionLLM(answer), publisher=publisher)
+    second = runner.run(llm=FunctionLLM(answer), publisher=publisher)
     assert second.stopped_early is None
     assert len(publisher.prs) == 3
-    assert harness.store.load_stream("kestrel-users").watermark == 42
+    assert runner.store.load_stream("kestrel-users").watermark == 42
 
 
 def test_proposals_parked_under_the_pr_limits_are_published_first_next_time(
     repo: Path, tmp_path: Path
 ) -> None:
-    harness = Harness(repo, make_config())
+    runner = Harness(repo, make_config())
     recorder = MemoryPublisher()
-    harness.run(llm=FunctionLLM(answer), publisher=recorder, dry_run=True)
+    runner.run(llm=FunctionLLM(answer), publisher=recorder, dry_run=True)
     parked = next(iter(recorder.prs.values()))
 
     # Park it in a ledger, save and load it as the data branch would.
     ledger = Ledger()
     ledger.put(
         LedgerEntry(
-            fingerprint=parked.fingerprint, status="waiting", parked=ParkedProposal.of(parked)
+            fingerprint=parked.fingerprint, status="waiting", parked=parked
         )
     )
     store = StateStore(tmp_path / "state")
@@ -287,7 +259,7 @@ def test_proposals_parked_under_the_pr_limits_are_published_first_next_time(
     assert reloaded[0].files == parked.files and reloaded[0].diff == parked.diff
 
     publisher = MemoryPublisher()
-    report = harness.run(llm=FunctionLLM(answer), publisher=publisher, parked=lambda: reloaded)
+    report = runner.run(llm=FunctionLLM(answer), publisher=publisher, ledger=store.load_ledger())
     assert publisher.order[0] == parked.fingerprint
     assert report.proposals_opened[0] == f"pr/{parked.fingerprint}"
     assert len(publisher.prs) == 3  # the parked one is not opened twice
@@ -296,22 +268,22 @@ def test_proposals_parked_under_the_pr_limits_are_published_first_next_time(
 def test_a_since_rerun_whose_stream_fails_keeps_the_stored_watermark(
     repo: Path, tmp_path: Path
 ) -> None:
-    harness = Harness(repo, make_config())
-    harness.run(llm=FunctionLLM(answer), publisher=MemoryPublisher())
-    assert harness.store.load_stream("kestrel-users").watermark == 42
+    runner = Harness(repo, make_config())
+    runner.run(llm=FunctionLLM(answer), publisher=MemoryPublisher())
+    assert runner.store.load_stream("kestrel-users").watermark == 42
 
     missing = tmp_path / "gone.json"
-    broken = harness.config.streams[0].model_copy(update={"path": str(missing), "start": 1})
-    harness.config = harness.config.model_copy(update={"streams": [broken]})
-    report = harness.run(llm=FunctionLLM(answer), publisher=MemoryPublisher(), since=True)
+    broken = runner.config.streams[0].model_copy(update={"path": str(missing), "start": 1})
+    runner.config = runner.config.model_copy(update={"streams": [broken]})
+    report = runner.run(llm=FunctionLLM(answer), publisher=MemoryPublisher(), since="1")
     assert report.streams[0].error
-    assert harness.store.load_stream("kestrel-users").watermark == 42
+    assert runner.store.load_stream("kestrel-users").watermark == 42
 
 
 def test_the_time_budget_counts_from_the_start_of_the_job(repo: Path) -> None:
-    harness = Harness(repo, make_config(limits={"time_budget_minutes": 1}))
+    runner = Harness(repo, make_config(limits={"time_budget_minutes": 1}))
     # Indexing took the whole minute before the pipeline started.
-    report = harness.run(
+    report = runner.run(
         llm=FunctionLLM(answer),
         publisher=MemoryPublisher(),
         clock=lambda: 1000.0,

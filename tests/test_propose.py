@@ -208,28 +208,20 @@ def test_retrieval_fuses_queries_and_sections_name_the_fingerprint() -> None:
 
 
 def test_a_parked_proposal_is_rebased_on_todays_docs_or_dropped() -> None:
-    from pythia.propose import parked_proposals, rebase
-    from pythia.state import Ledger, LedgerEntry, ParkedProposal
+    from pythia.edits import EditError
+    from pythia.propose import rebase
 
     proposal = run(ScriptedLLM().enqueue(reply()))
     assert not isinstance(proposal, NoChange)
     # Maintainers edited another part of the page meanwhile: the edit still applies, and the
     # rebased file keeps their change instead of reverting it.
     edited = {**FILES, "docs/cache.md": FILES["docs/cache.md"] + "\n## Size\n\nIt grows.\n"}
-    rebased = rebase(proposal, read=edited.get, policy=POLICY)
-    assert not isinstance(rebased, str)
+    rebased = rebase(proposal, read=edited.get)
     assert dict(rebased.files)["docs/cache.md"].endswith("## Size\n\nIt grows.\n")
     assert "~/.cache/kestrel" in dict(rebased.files)["docs/cache.md"]
 
-    # They rewrote the very line: the parked proposal no longer applies and is marked failed.
+    # They rewrote the very line: the proposal no longer applies (the publisher then marks it
+    # failed: see test_github's test_a_pr_is_built_on_the_base_as_it_is_now...).
     rewritten = {**FILES, "docs/cache.md": "# Caching\n\n## Location\n\nSee the XDG spec.\n"}
-    ledger = Ledger()
-    ledger.put(
-        LedgerEntry(
-            fingerprint=proposal.fingerprint, status="waiting", parked=ParkedProposal.of(proposal)
-        )
-    )
-    assert parked_proposals(ledger, read=rewritten.get, policy=POLICY) == []
-    entry = ledger.get(proposal.fingerprint)
-    assert entry is not None and entry.status == "failed" and entry.parked is None
-    assert "no longer apply" in entry.reason
+    with pytest.raises(EditError):
+        rebase(proposal, read=rewritten.get)

@@ -30,22 +30,21 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+import harness
 from doubles import FunctionLLM, HashEmbedder
 from gitrepo import git
 from kestrel_model import answer
-from pythia import db, gemini, pipeline, prompts, safety
-from pythia.config import Config, ConfigError, Secrets, load_config, parse_config
+from pythia import gemini, pipeline, prompts
+from pythia.config import Config, ConfigError, load_config, parse_config
 from pythia.databranch import DataBranch
-from pythia.edits import PathPolicy
-from pythia.github import GitHubPublisher, ProposalBranches, fingerprint_in, github_client
 from pythia.models import RunReport
 from pythia.ports import LLM
-from pythia.propose import parked_proposals
-from pythia.sources import build_source
+from pythia.publish.branches import ProposalBranches
+from pythia.publish.github import GitHubPublisher, github_client
+from pythia.publish.render import fingerprint_in
 from pythia.sources.zulip import ZulipSource
 from pythia.state import StateStore
 from pythia.usage import UsageMeter
-from pythia.wiring import Workspace, searcher, update_docs_index
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOW = datetime(2026, 3, 6, 12, 0, tzinfo=timezone.utc)
@@ -326,8 +325,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     git(work, "add", "-A")
     git(work, "commit", "-q", "-m", "docs")
     git(work, "push", "-q", "origin", "HEAD:main")
-    workspace = Workspace(root=work, config=sample_config(), secrets=Secrets())
-    update_docs_index(workspace, root / "index.sqlite", HashEmbedder())
+    harness.index_docs(
+        harness.workspace(work, sample_config()), root / "index.sqlite", HashEmbedder()
+    )
     return root
 
 
@@ -353,12 +353,12 @@ def make_env(template: Path, tmp_path: Path, serve: Callable[..., str]) -> Calla
 
 
 def run_once(env: Env, *, llm: LLM | None = None, meter: UsageMeter | None = None) -> RunReport:
-    """One scheduled run, wired the way `wiring.run_pipeline` wires it."""
+    """One scheduled run, wired the way `pythia run` wires it."""
     config = env.config
-    workspace = Workspace(root=env.work, config=config, secrets=Secrets())
     meter = meter or UsageMeter.from_config(config)
     with env.data() as data:
         store = data.store
+        ledger = store.load_ledger()
         publisher = GitHubPublisher(
             repo_path=env.work,
             repository=REPOSITORY,
@@ -368,37 +368,23 @@ def run_once(env: Env, *, llm: LLM | None = None, meter: UsageMeter | None = Non
                 seconds_between_requests=None,
                 seconds_between_writes=None,
             ),
-            ledger=store.load_ledger(),
+            ledger=ledger,
             config=config.publish,
             templates=prompts.environment(env.work),
             clock=lambda: NOW,
         )
-        conn = db.connect(env.index_path)
-        try:
-            deps = pipeline.Deps(
-                sources=[
-                    build_source(s, secrets=Secrets(), salt="test-salt") for s in config.streams
-                ],
-                llm=llm or FunctionLLM(answer, meter=meter),
-                search=searcher(workspace, conn, env.embedder),
-                read=workspace.read,
-                publisher=publisher,
-                store=store,
-                meter=meter,
-                docs_domains=safety.link_domains(
-                    p.read_text() for p in (env.work / "docs").glob("*.md")
-                ),
-                repo_root=env.work,
-                parked=lambda: parked_proposals(
-                    publisher.ledger,
-                    read=workspace.read,
-                    policy=PathPolicy.from_config(config.docs),
-                ),
-            )
-            report = pipeline.run(config, deps, now=NOW)
-        finally:
-            conn.close()
-        store.save_ledger(publisher.ledger)
+        report = harness.run_pipeline(
+            harness.workspace(env.work, config, repository=REPOSITORY),
+            index_path=env.index_path,
+            store=store,
+            ledger=ledger,
+            llm=llm or FunctionLLM(answer, meter=meter),
+            embedder=env.embedder,
+            publisher=publisher,
+            meter=meter,
+            now=NOW,
+        )
+        store.save_ledger(ledger)
         data.save(f"pythia: run of {NOW:%Y-%m-%d %H:%M} UTC")
     return report
 
@@ -442,30 +428,20 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """The messages a clean run judges; every crashed-and-rerun history must judge them all."""
     root = tmp_path_factory.mktemp("reference")
     config = sample_config()
-    workspace = Workspace(root=root, config=config, secrets=Secrets())
     shutil.copytree(FIXTURES / "sample-docs/docs", root / "docs")
+    space = harness.workspace(root, config)
     embedder = HashEmbedder()
-    update_docs_index(workspace, root / "index.sqlite", embedder)
+    harness.index_docs(space, root / "index.sqlite", embedder)
     llm = FunctionLLM(answer)
-    conn = db.connect(root / "index.sqlite")
-    try:
-        pipeline.run(
-            config,
-            pipeline.Deps(
-                sources=[
-                    build_source(s, secrets=Secrets(), salt="test-salt") for s in config.streams
-                ],
-                llm=llm,
-                search=searcher(workspace, conn, embedder),
-                read=workspace.read,
-                publisher=_Null(),
-                store=StateStore(root / "state"),
-                meter=UsageMeter.from_config(config),
-            ),
-            now=NOW,
-        )
-    finally:
-        conn.close()
+    harness.run_pipeline(
+        space,
+        index_path=root / "index.sqlite",
+        store=StateStore(root / "state"),
+        llm=llm,
+        embedder=embedder,
+        publisher=_Null(),
+        now=NOW,
+    )
     judged = judged_messages(llm)
     assert len(judged) > 20
     return judged
@@ -792,27 +768,20 @@ def zulip_run(tmp_path: Path, client: FlakyZulip, sleeps: list[float]) -> tuple[
         sleep=sleeps.append,
     )
     shutil.copytree(FIXTURES / "sample-docs/docs", tmp_path / "docs")
-    workspace = Workspace(root=tmp_path, config=config, secrets=Secrets())
+    space = harness.workspace(tmp_path, config)
     embedder = HashEmbedder()
-    update_docs_index(workspace, tmp_path / "index.sqlite", embedder)
+    harness.index_docs(space, tmp_path / "index.sqlite", embedder)
     store = StateStore(tmp_path / "state")
-    conn = db.connect(tmp_path / "index.sqlite")
-    try:
-        report = pipeline.run(
-            config,
-            pipeline.Deps(
-                sources=[source],
-                llm=FunctionLLM(answer),
-                search=searcher(workspace, conn, embedder),
-                read=workspace.read,
-                publisher=_Null(),
-                store=store,
-                meter=UsageMeter.from_config(config),
-            ),
-            now=NOW,
-        )
-    finally:
-        conn.close()
+    report = harness.run_pipeline(
+        space,
+        index_path=tmp_path / "index.sqlite",
+        store=store,
+        llm=FunctionLLM(answer),
+        embedder=embedder,
+        publisher=_Null(),
+        sources=[source],
+        now=NOW,
+    )
     return report, store.load_stream("zulip-help")
 
 

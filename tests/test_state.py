@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from gitrepo import git
-from pythia.databranch import BOT_EMAIL, INDEX_SUBJECT, DataBranch, DataBranchError, auth_env
+from pythia.databranch import INDEX_SUBJECT, DataBranch, DataBranchError
+from pythia.gitenv import BOT_EMAIL, auth_env
 from pythia.state import (
     Failure,
     Ledger,

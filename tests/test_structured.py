@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 
 from doubles import ScriptedLLM
 from pythia.models import Usage
-from pythia.ports import GenerateRequest
-from pythia.structured import MalformedReply, generate_model, strip_fences
+from pythia.ports import GenerateRequest, MalformedReply
+from pythia.structured import generate_model, strip_fences
 
 
 class Answer(BaseModel):

@@ -12,13 +12,13 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from .models import Chunk
+from .usage import estimate_tokens
 
 # Bump whenever the chunks produced for the same file change: the index re-chunks every file.
 CHUNKER_VERSION = "1"
 
 # Token counts are estimated as characters / 4 (the usual rule of thumb for English prose
 # with BPE tokenizers); no tokenizer is needed and the estimate is stable across models.
-CHARS_PER_TOKEN = 4
 MAX_TOKENS = 400
 MIN_TOKENS = 200
 
@@ -41,11 +41,6 @@ class _Section:
     anchor: str
     heading_lines: tuple[int, int] | None
     blocks: tuple[_Block, ...]
-
-
-def estimate_tokens(text: str) -> int:
-    """Rough token count: one token per four characters."""
-    return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
 
 
 def github_slug(text: str) -> str:

@@ -13,8 +13,9 @@ from pydantic import BaseModel, Field
 from . import prompts
 from .config import Config
 from .models import Message, Thread, Verdict
-from .ports import LLM, LLMUnavailable
-from .structured import MalformedReply, generate_model, request_for
+from .ports import LLM, LLMUnavailable, MalformedReply, one_line
+from .structured import generate_model, request_for
+from .usage import estimate_tokens
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,6 @@ class Classification:
     dropped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     stopped: str | None = None  # why classification stopped before every batch was done
-
-
-def estimate_tokens(text: str) -> int:
-    """Roughly four characters a token, which is close for English prose and code."""
-    return len(text) // 4 + 1
 
 
 def prefilter(thread: Thread, config: Config) -> Thread | None:
@@ -130,7 +126,7 @@ def classify(
                 )
         except LLMUnavailable as error:
             # Keep the verdicts already paid for; the rest wait for the next run.
-            result.stopped = " ".join(str(error).split())
+            result.stopped = one_line(error)
             break
         for thread in missing:
             result.failed.setdefault(thread.key, "the model gave no usable verdict for it twice")

@@ -20,8 +20,7 @@ from google.genai import errors, types
 
 from .config import Config, Secrets
 from .models import Usage
-from .ports import EmbedTask, GenerateRequest, Generation, LLMUnavailable
-from .structured import MalformedReply
+from .ports import EmbedTask, GenerateRequest, Generation, LLMUnavailable, MalformedReply
 from .usage import RateLimiter, UsageMeter, estimate_tokens
 
 log = logging.getLogger(__name__)

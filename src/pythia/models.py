@@ -106,7 +106,7 @@ class Evidence:
     message_id: int
     author: str
     sent_at: datetime
-    quote: str
+    quote: str = ""
     permalink: str | None = None
 
 

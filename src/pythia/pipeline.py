@@ -14,14 +14,23 @@ from . import threads as threading_
 from .classify import classify
 from .config import Config
 from .edits import PathPolicy
-from .github import PublishError, PublisherUnavailable, PublishingBlocked
 from .models import Message, Proposal, RunReport, StreamReport, Thread, Verdict
-from .ports import LLM, LLMUnavailable, Published, Publisher
+from .ports import (
+    LLM,
+    ChatSource,
+    LLMUnavailable,
+    MalformedReply,
+    Published,
+    Publisher,
+    PublishError,
+    PublisherUnavailable,
+    PublishingBlocked,
+    one_line,
+)
 from .propose import NoChange, ProposalFailed, Searcher, propose
 from .safety import check_proposal, defang_proposal, sanitize_for_publishing
-from .sources import ChatSource, read_stream
+from .sources import read_stream
 from .state import StateStore, StreamState
-from .structured import MalformedReply
 from .usage import BudgetExhausted, UsageMeter
 
 log = logging.getLogger(__name__)
@@ -29,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Deps:
-    """What a run talks to; `cli.py` builds the real ones, tests hand in their own."""
+    """What a run talks to: `app.compose.build_deps` builds it, with real ports or doubles."""
 
     sources: Sequence[ChatSource]
     llm: LLM
@@ -47,7 +56,9 @@ class Deps:
 
 
 @dataclass
-class _Stream:
+class Ingested:
+    """One stream's new messages, its settled threads, and what will be recorded of them."""
+
     state: StreamState
     report: StreamReport
     after: int | None
@@ -78,7 +89,8 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
 
     with _stage(report, "ingest", deps.clock):
         streams = [
-            _ingest(source, config, deps.store, now, deps.since) for source in deps.sources
+            ingest(source, config=config, store=deps.store, now=now, since=deps.since)
+            for source in deps.sources
         ]
     report.streams = [stream.report for stream in streams]
     by_key = {thread.key: (stream, thread) for stream in streams for thread in stream.settled}
@@ -93,7 +105,7 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
                 should_stop=should_stop,
             )
         except BudgetExhausted as error:
-            report.stopped_early = _one_line(error)
+            report.stopped_early = one_line(error)
             classification = None
     if classification is not None and classification.stopped:
         report.stopped_early = classification.stopped
@@ -121,12 +133,12 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
                 except PublishingBlocked as error:
                     # A setting to fix, not the thread's fault: its proposal is parked.
                     _record((stream, thread), "proposal parked: publishing is blocked")
-                    report.fatal = _one_line(error)
+                    report.fatal = one_line(error)
                     log.error("%s", report.fatal)
                     break
                 except (BudgetExhausted, LLMUnavailable, PublisherUnavailable) as error:
                     # An outage is not the thread's fault: no failure counted, tried next run.
-                    report.stopped_early = _one_line(error)
+                    report.stopped_early = one_line(error)
                     log.warning("proposals stopped: %s", report.stopped_early)
                     break
                 except (ProposalFailed, MalformedReply, PublishError) as error:
@@ -143,19 +155,21 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
     return report
 
 
-def _ingest(
-    source: ChatSource, config: Config, store: StateStore, now: datetime, since: bool
-) -> _Stream:
+def ingest(
+    source: ChatSource, *, config: Config, store: StateStore, now: datetime, since: bool = False
+) -> Ingested:
+    """Read a stream past its watermark (or from its start with `since`) and group the threads;
+    a stream that cannot be read reports why and leaves its stored state exactly as it was."""
     state = store.load_stream(source.stream)
     report = StreamReport(stream=source.stream, watermark_before=state.watermark)
     try:
         # --since reprocesses from where the source's (overridden) `start` says.
         batch = read_stream(source, None if since else state.watermark)
     except Exception as error:  # one broken stream must not stop the others
-        report.error = _one_line(error)
+        report.error = one_line(error)
         log.warning("stream %s: %s", source.stream, report.error)
         # The stored state stays exactly as it was: no reset, no move.
-        return _Stream(state=state, report=report, after=None, fetched=[], settled=[])
+        return Ingested(state=state, report=report, after=None, fetched=[], settled=[])
     finally:
         source.close()
     if since:
@@ -173,7 +187,7 @@ def _ingest(
     report.threads_settled = len(settled)
     state.last_read_at = now
     state.messages_read_total += report.messages_read
-    return _Stream(
+    return Ingested(
         state=state, report=report, after=batch.after, fetched=list(batch.messages),
         settled=settled,
     )
@@ -222,11 +236,11 @@ def _publish_parked(deps: Deps, report: RunReport) -> None:
         try:
             published = deps.publisher.publish(proposal)
         except PublishingBlocked as error:
-            report.fatal = _one_line(error)
+            report.fatal = one_line(error)
             log.error("%s", report.fatal)
             return
         except PublisherUnavailable as error:
-            report.stopped_early = _one_line(error)
+            report.stopped_early = one_line(error)
             return
         except PublishError as error:
             report.failed.append((proposal.thread_key, sanitize_for_publishing(str(error))))
@@ -251,14 +265,14 @@ def _skip(report: RunReport, thread_key: str, reason: str) -> None:
     report.skipped.append((thread_key, sanitize_for_publishing(reason)))
 
 
-def _record(entry: tuple[_Stream, Thread], outcome: str) -> None:
+def _record(entry: tuple[Ingested, Thread], outcome: str) -> None:
     stream, thread = entry
     stream.recorded.update(thread.message_ids)
     stream.state.failures.pop(thread.key, None)
     log.debug("thread %s: %s", thread.key, outcome)
 
 
-def _fail(entry: tuple[_Stream, Thread], reason: str, config: Config, report: RunReport) -> None:
+def _fail(entry: tuple[Ingested, Thread], reason: str, config: Config, report: RunReport) -> None:
     """Count a failure; after `max_failures` the thread is given up and its outcome recorded."""
     stream, thread = entry
     # The reason lands in the data branch, the summary and the dashboard: publishable only.
@@ -269,7 +283,7 @@ def _fail(entry: tuple[_Stream, Thread], reason: str, config: Config, report: Ru
         _record(entry, f"gave up after {count} failures")
 
 
-def _advance(stream: _Stream, now: datetime) -> None:
+def _advance(stream: Ingested, now: datetime) -> None:
     state = stream.state
     if stream.after is None:
         return  # the stream could not even say where to start; nothing moves
@@ -289,8 +303,3 @@ def _stage(report: RunReport, name: str, clock: Callable[[], float]) -> Iterator
         yield
     finally:
         report.stage_seconds[name] = report.stage_seconds.get(name, 0.0) + clock() - started
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:300]

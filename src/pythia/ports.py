@@ -1,4 +1,5 @@
-"""The small protocols the pipeline is wired through: sources, LLM, embedder, publisher."""
+"""The small protocols the pipeline is wired through, and the exceptions it may see from any
+adapter behind them: sources, LLM, embedder, publisher."""
 
 from __future__ import annotations
 
@@ -13,12 +14,18 @@ from .models import Message, Proposal, Usage
 EmbedTask = Literal["document", "query"]
 
 
-class Source(Protocol):
-    """A chat stream. `fetch` yields messages with ids above `after`, oldest first."""
+class ChatSource(Protocol):
+    """A chat stream. `fetch` yields messages with ids above `after`, oldest first;
+    `start_after` turns the stream's `start` setting into the watermark of a first run, and
+    `close` releases the connection (sources connect lazily)."""
 
     stream: str
 
     def fetch(self, after: int | None) -> Iterator[Message]: ...
+
+    def start_after(self) -> int: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,11 @@ class Generation:
 
 class LLMUnavailable(Exception):
     """The model kept failing with transient errors: stop starting new LLM work this run."""
+
+
+class MalformedReply(Exception):
+    """The model's answer could not be used: it did not match the schema, even after one retry,
+    or (gemini.GeminiBlocked) it had no text at all."""
 
 
 class LLM(Protocol):
@@ -74,3 +86,25 @@ class Publisher(Protocol):
     """Puts a proposal where maintainers will see it."""
 
     def publish(self, proposal: Proposal) -> Published: ...
+
+
+class PublishError(Exception):
+    """A proposal could not be pushed or its pull request could not be opened."""
+
+
+class PublisherUnavailable(PublishError):
+    """The platform kept failing (5xx, rate limit, network) after retries: publishing stops
+    for this run and the proposals wait for the next one."""
+
+
+class PublishingBlocked(PublisherUnavailable):
+    """The platform refused the bot (401/403/404, or a rejected push): a setting or permission
+    to fix. The proposal is parked in the ledger, publishing stops, and the run fails loudly."""
+
+
+def one_line(error: BaseException | str, *, limit: int = 300) -> str:
+    """An error (or a text) as one line of at most `limit` characters, for logs and reports."""
+    text = " ".join(str(error).split())
+    if not text and isinstance(error, BaseException):
+        text = type(error).__name__
+    return text[:limit]

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import posixpath
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from . import prompts
-from .classify import estimate_tokens
 from .config import Config
 from .edits import EditError, PathPolicy, apply_edits, unified_diff
 from .models import Edit, Evidence, Hit, Proposal, Thread, Verdict
-from .ports import LLM
+from .ports import LLM, GenerateRequest
 from .safety import sanitize_for_publishing
-from .state import Ledger
 from .structured import generate_model, request_for
+from .usage import estimate_tokens
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +143,9 @@ def propose(
         return NoChange("no documentation file matched the conversation")
     context = prompts.message_rows(thread.context, role="context")
     rows = [*context, *prompts.message_rows(thread.messages, start=len(context) + 1)]
-    texts = {file.path: file.text for file in files}
-    feedback = ""
-    attempts = config.limits.max_edit_retries + 1
-    for attempt in range(1, attempts + 1):
-        request = request_for(
+
+    def request(feedback: str) -> GenerateRequest:
+        return request_for(
             config,
             stage="propose",
             model=config.models.propose,
@@ -162,38 +160,81 @@ def propose(
             new_file_dirs=config.docs.new_file_dirs,
             feedback=feedback,
         )
-        reply, _ = generate_model(llm, request, ProposeReply)
+
+    texts = {file.path: file.text for file in files}
+    attempts = config.limits.max_edit_retries + 1
+    try:
+        edited = edit_loop(
+            llm,
+            request,
+            texts=texts,
+            apply=lambda current, edits: apply_edits(current, edits, allowed=policy),
+            attempts=attempts,
+            read=read,
+        )
+    except ProposalFailed as failed:
+        raise ProposalFailed(f"edits did not apply after {attempts} attempts: {failed}") from None
+    if isinstance(edited, NoChange):
+        return NoChange(edited.reason or "the model proposed no change")
+    return _proposal(thread, verdict, edited, texts, hits, config)
+
+
+@dataclass(frozen=True)
+class Edited:
+    """What the edit loop produced: the model's reply, its edits, and the files they changed."""
+
+    reply: ProposeReply
+    edits: tuple[Edit, ...]
+    changed: dict[str, str]
+
+
+def edit_loop(
+    llm: LLM,
+    request: Callable[[str], GenerateRequest],
+    *,
+    texts: dict[str, str],
+    apply: Callable[[Mapping[str, str], tuple[Edit, ...]], dict[str, str]],
+    attempts: int,
+    read: Callable[[str], str | None] | None = None,
+) -> Edited | NoChange:
+    """Ask for edits and apply them to `texts`; a failure goes back to the model as feedback.
+
+    `request(feedback)` builds the call ("" the first time). With `read`, a page the prompt did
+    not show still counts as existing, so an empty search cannot "create" it over the real one.
+    Raises ProposalFailed with the last feedback when no attempt applied.
+    """
+    feedback = ""
+    for attempt in range(1, attempts + 1):
+        reply, _ = generate_model(llm, request(feedback), ProposeReply)
         if not reply.change or not reply.edits:
-            return NoChange(reply.reason.strip() or "the model proposed no change")
+            return NoChange(reply.reason.strip())
         edits = tuple(Edit(e.path.strip(), e.search, e.replace, e.reason) for e in reply.edits)
-        for edit in edits:
-            # An existing page the prompt did not show must still count as existing, or an
-            # empty search would "create" it over the real one.
-            if edit.path not in texts and (current := read(edit.path)) is not None:
-                texts[edit.path] = current
+        if read is not None:
+            for edit in edits:
+                if edit.path not in texts and (current := read(edit.path)) is not None:
+                    texts[edit.path] = current
         try:
-            changed = apply_edits(texts, edits, allowed=policy)
+            changed = apply(texts, edits)
         except EditError as error:
             feedback = str(error)
-            log.info("proposal for %s: edits did not apply (attempt %d)", thread.key, attempt)
+            log.info("edits did not apply (attempt %d of %d)", attempt, attempts)
             continue
         if not changed:
             feedback = "Your edits changed nothing: the replace text equals the search text."
             continue
-        return _proposal(thread, verdict, reply, edits, texts, changed, hits, config)
-    raise ProposalFailed(f"edits did not apply after {attempts} attempts: {feedback}")
+        return Edited(reply, edits, changed)
+    raise ProposalFailed(feedback)
 
 
 def _proposal(
     thread: Thread,
     verdict: Verdict,
-    reply: ProposeReply,
-    edits: tuple[Edit, ...],
+    edited: Edited,
     before: dict[str, str],
-    after: dict[str, str],
     hits: Sequence[Hit],
     config: Config,
 ) -> Proposal:
+    reply, edits, after = edited.reply, edited.edits, edited.changed
     first = edits[0]
     section = section_of(before.get(first.path, ""), first.search)
     offset = len(thread.context)
@@ -244,37 +285,18 @@ def _quote(text: str) -> str:
     return sanitize_for_publishing(clipped)
 
 
-def rebase(
-    proposal: Proposal, *, read: Callable[[str], str | None], policy: PathPolicy
-) -> Proposal | str:
-    """The proposal's edits applied again to the docs as they are now, or why they no longer do.
+def rebase(proposal: Proposal, *, read: Callable[[str], str | None]) -> Proposal:
+    """The proposal's edits applied again to the docs as `read` sees them now.
 
-    A proposal parked under the PR limits was computed against older docs; publishing its
-    stored file texts as they are would revert whatever maintainers changed meanwhile.
+    A proposal is computed against the docs as they were read; publishing its stored file texts
+    would revert whatever maintainers changed meanwhile (on the base branch, or while it waited
+    under the PR limits). The paths were authorised when the proposal was made; only the text
+    may differ. Raises EditError when the edits no longer apply.
     """
     texts = {e.path: text for e in proposal.edits if (text := read(e.path)) is not None}
-    try:
-        changed = apply_edits(texts, proposal.edits, allowed=policy)
-    except EditError as error:
-        return " ".join(str(error).split())
+    created = [posixpath.dirname(e.path) for e in proposal.edits if not e.search.strip()]
+    changed = apply_edits(
+        texts, proposal.edits, allowed=lambda _path: True, new_file_dirs=created
+    )
     old = {path: texts[path] for path in changed if path in texts}
     return replace(proposal, files=tuple(sorted(changed.items())), diff=unified_diff(old, changed))
-
-
-def parked_proposals(
-    ledger: Ledger, *, read: Callable[[str], str | None], policy: PathPolicy
-) -> list[Proposal]:
-    """Parked proposals rebased on today's docs; those that no longer apply are marked failed."""
-    ready = []
-    for proposal in ledger.parked():
-        rebased = rebase(proposal, read=read, policy=policy)
-        if isinstance(rebased, Proposal):
-            ready.append(rebased)
-            continue
-        entry = ledger.get(proposal.fingerprint)
-        if entry is not None:
-            reason = "the docs changed since it was proposed and its edits no longer apply"
-            ledger.put(
-                entry.model_copy(update={"status": "failed", "reason": reason, "parked": None})
-            )
-    return ready

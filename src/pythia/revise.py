@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config
-from .edits import EditError, PathPolicy, apply_edits, unified_diff
-from .models import Edit, Proposal
-from .ports import LLM
-from .propose import DocFile, ProposeReply
+from .edits import PathPolicy, apply_edits, unified_diff
+from .models import Proposal
+from .ports import LLM, GenerateRequest, MalformedReply
+from .propose import DocFile, NoChange, ProposalFailed, ProposeReply, edit_loop
 from .safety import check_proposal, sanitize_for_publishing
 from .state import LedgerEntry
-from .structured import MalformedReply, generate_model, request_for
+from .structured import request_for
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,9 @@ def revise_proposal(
     policy = PathPolicy.from_config(config.docs)
     files = [DocFile(path, text) for path, text in sorted(revision.current.items())]
     texts = dict(revision.current)
-    feedback = ""
-    for _ in range(config.limits.max_edit_retries + 1):
-        request = request_for(
+
+    def request(feedback: str) -> GenerateRequest:
+        return request_for(
             config,
             stage="revise",
             model=config.models.propose,
@@ -56,40 +56,44 @@ def revise_proposal(
             files=files,
             feedback=feedback,
         )
-        try:
-            reply, _ = generate_model(llm, request, ProposeReply)
-        except MalformedReply as error:
-            return str(error)
-        if not reply.change or not reply.edits:
-            return reply.reason.strip() or "the model saw nothing to change"
-        edits = tuple(Edit(e.path.strip(), e.search, e.replace, e.reason) for e in reply.edits)
-        try:
-            changed = apply_edits(texts, edits, allowed=policy, new_file_dirs=())
-        except EditError as error:
-            feedback = str(error)
-            continue
-        after = {**texts, **changed}
-        problems = check_proposal(
-            before=dict(revision.base),
-            after=after,
-            docs_domains=docs_domains,
-            allowed_domains=config.docs.allowed_link_domains,
-            max_changed_lines=config.limits.max_changed_lines,
+
+    try:
+        edited = edit_loop(
+            llm,
+            request,
+            texts=texts,
+            apply=lambda current, edits: apply_edits(
+                current, edits, allowed=policy, new_file_dirs=()
+            ),
+            attempts=config.limits.max_edit_retries + 1,
         )
-        if problems:
-            return "the revision was refused: " + "; ".join(problems)
-        old = {path: revision.base[path] for path in after if path in revision.base}
-        return Proposal(
-            fingerprint=entry.fingerprint,
-            stream="",
-            thread_key=entry.thread_keys[0] if entry.thread_keys else "",
-            category=entry.category,
-            title=entry.title,
-            summary=sanitize_for_publishing(reply.summary.strip()),
-            reasoning=sanitize_for_publishing(reply.reasoning.strip()),
-            confidence=entry.confidence,
-            edits=edits,
-            diff=unified_diff(old, after),
-            files=tuple(sorted(after.items())),
-        )
-    return f"the revised edits did not apply: {feedback}"
+    except MalformedReply as error:
+        return str(error)
+    except ProposalFailed as failed:
+        return f"the revised edits did not apply: {failed}"
+    if isinstance(edited, NoChange):
+        return edited.reason or "the model saw nothing to change"
+    after = {**texts, **edited.changed}
+    problems = check_proposal(
+        before=dict(revision.base),
+        after=after,
+        docs_domains=docs_domains,
+        allowed_domains=config.docs.allowed_link_domains,
+        max_changed_lines=config.limits.max_changed_lines,
+    )
+    if problems:
+        return "the revision was refused: " + "; ".join(problems)
+    old = {path: revision.base[path] for path in after if path in revision.base}
+    return Proposal(
+        fingerprint=entry.fingerprint,
+        stream="",
+        thread_key=entry.thread_keys[0] if entry.thread_keys else "",
+        category=entry.category,
+        title=entry.title,
+        summary=sanitize_for_publishing(edited.reply.summary.strip()),
+        reasoning=sanitize_for_publishing(edited.reply.reasoning.strip()),
+        confidence=entry.confidence,
+        edits=edited.edits,
+        diff=unified_diff(old, after),
+        files=tuple(sorted(after.items())),
+    )

@@ -7,13 +7,23 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
-from .models import Edit, Evidence, Proposal
+from .models import Proposal
 
 log = logging.getLogger(__name__)
 
@@ -92,61 +102,6 @@ class SourceRef(BaseModel):
     score: float = 0.0
 
 
-class ParkedProposal(BaseModel):
-    """A proposal waiting for room under the PR limits: what will be published, minus quotes.
-
-    It holds the edited docs text and the model's own summary (both end up in the public PR),
-    message ids and permalinks, but never the text of a chat message.
-    """
-
-    stream: str
-    thread_key: str
-    category: str
-    title: str
-    summary: str
-    reasoning: str
-    confidence: float
-    edits: list[tuple[str, str, str, str]]
-    files: list[tuple[str, str]]
-    diff: str
-    evidence: list[tuple[int, str, datetime, str | None]] = Field(default_factory=list)
-
-    @classmethod
-    def of(cls, proposal: Proposal) -> ParkedProposal:
-        return cls(
-            stream=proposal.stream,
-            thread_key=proposal.thread_key,
-            category=proposal.category,
-            title=proposal.title,
-            summary=proposal.summary,
-            reasoning=proposal.reasoning,
-            confidence=proposal.confidence,
-            edits=[(e.path, e.search, e.replace, e.reason) for e in proposal.edits],
-            files=[(path, text) for path, text in proposal.files],
-            diff=proposal.diff,
-            evidence=[(e.message_id, e.author, e.sent_at, e.permalink) for e in proposal.evidence],
-        )
-
-    def proposal(self, fingerprint: str) -> Proposal:
-        return Proposal(
-            fingerprint=fingerprint,
-            stream=self.stream,
-            thread_key=self.thread_key,
-            category=self.category,
-            title=self.title,
-            summary=self.summary,
-            reasoning=self.reasoning,
-            confidence=self.confidence,
-            edits=tuple(Edit(*edit) for edit in self.edits),
-            diff=self.diff,
-            files=tuple((path, text) for path, text in self.files),
-            evidence=tuple(
-                Evidence(message_id=i, author=a, sent_at=t, quote="", permalink=link)
-                for i, a, t, link in self.evidence
-            ),
-        )
-
-
 class LedgerEntry(BaseModel):
     """What happened to one proposal fingerprint; no message text."""
 
@@ -165,10 +120,61 @@ class LedgerEntry(BaseModel):
     sources: list[SourceRef] = Field(default_factory=list)
     evidence_comment_id: int | None = None
     reason: str = ""
-    parked: ParkedProposal | None = None
+    # A proposal waiting for room under the PR limits, as it will be published minus the chat:
+    # the edited docs text and the model's summary (both end up in the public PR), message ids
+    # and permalinks, but never a message's text.
+    parked: Proposal | None = None
     handled_comments: list[int] = Field(default_factory=list)  # /pythia commands answered
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_parked(cls, data: Any) -> Any:
+        """Ledgers written before 0.2 kept parked proposals as rows of tuples."""
+        if isinstance(data, dict) and isinstance(data.get("parked"), dict):
+            parked = data["parked"]
+            if "fingerprint" not in parked and isinstance(parked.get("edits"), list):
+                data = {**data, "parked": _from_rows(str(data.get("fingerprint", "")), parked)}
+        return data
+
+    @field_validator("parked")
+    @classmethod
+    def _parked_without_chat(cls, parked: Proposal | None) -> Proposal | None:
+        return None if parked is None else without_chat(parked)
+
+    @field_serializer("parked", mode="wrap")
+    def _parked_without_quote_fields(
+        self, parked: Proposal | None, handler: SerializerFunctionWrapHandler
+    ) -> Any:
+        """The (always empty) quote is left out of the file as well."""
+        data = handler(parked)
+        if isinstance(data, dict):
+            for evidence in data.get("evidence", []):
+                evidence.pop("quote", None)
+            data.pop("sources", None)
+        return data
+
+
+def without_chat(proposal: Proposal) -> Proposal:
+    """The proposal as the public data branch may hold it: no quote, no retrieved text."""
+    return replace(
+        proposal, evidence=tuple(replace(e, quote="") for e in proposal.evidence), sources=()
+    )
+
+
+def _from_rows(fingerprint: str, rows: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **{k: v for k, v in rows.items() if k not in ("edits", "evidence")},
+        "fingerprint": fingerprint,
+        "edits": [
+            {"path": p, "search": s, "replace": r, "reason": why} for p, s, r, why in rows["edits"]
+        ],
+        "evidence": [
+            {"message_id": i, "author": a, "sent_at": t, "quote": "", "permalink": link}
+            for i, a, t, link in rows.get("evidence", [])
+        ],
+    }
 
 
 class Ledger(BaseModel):
@@ -183,6 +189,8 @@ class Ledger(BaseModel):
         return self.proposals.get(fingerprint)
 
     def put(self, entry: LedgerEntry) -> LedgerEntry:
+        if entry.parked is not None:  # model_copy(update=...) skips the field's validator
+            entry = entry.model_copy(update={"parked": without_chat(entry.parked)})
         self.proposals[entry.fingerprint] = entry
         return entry
 
@@ -194,11 +202,9 @@ class Ledger(BaseModel):
 
     def parked(self) -> list[Proposal]:
         """Proposals waiting for room, oldest first, ready to publish again."""
-        waiting = [e for e in self.proposals.values() if e.status == "waiting" and e.parked]
+        waiting = [e for e in self.proposals.values() if e.status == "waiting"]
         return [
-            e.parked.proposal(e.fingerprint)
-            for e in sorted(waiting, key=lambda e: e.created_at)
-            if e.parked is not None
+            e.parked for e in sorted(waiting, key=lambda e: e.created_at) if e.parked is not None
         ]
 
     def with_status(self, *statuses: str) -> list[LedgerEntry]:

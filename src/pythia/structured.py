@@ -12,18 +12,13 @@ from pydantic import BaseModel, ValidationError
 from . import prompts
 from .config import Config
 from .models import Usage
-from .ports import LLM, GenerateRequest, Generation
+from .ports import LLM, GenerateRequest, Generation, MalformedReply
 
 M = TypeVar("M", bound=BaseModel)
 
 MAX_ERRORS_SHOWN = 8
 
 _FENCE = re.compile(r"\A\s*```[A-Za-z0-9_-]*[ \t]*\n(?P<body>.*?)\n?```\s*\Z", re.DOTALL)
-
-
-class MalformedReply(Exception):
-    """The model's answer could not be used: it did not match the schema, even after one retry,
-    or (gemini.GeminiBlocked) it had no text at all."""
 
 
 def strip_fences(text: str) -> str:

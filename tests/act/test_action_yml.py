@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pythia import actions
-from pythia.cli import build_parser
+from pythia.app.cli import build_parser
 from pythia.config import Secrets
 from pythia.models import RunReport
 

@@ -21,13 +21,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from doubles import FunctionLLM
-from pythia.classify import classify, estimate_tokens
+from pythia.classify import classify
 from pythia.config import parse_config
 from pythia.edits import PathPolicy
 from pythia.models import Hit, Message, Thread
 from pythia.ports import GenerateRequest
 from pythia.propose import NoChange, ProposalFailed, propose
 from pythia.threads import group_threads
+from pythia.usage import estimate_tokens
 
 START = datetime(2026, 6, 1, 8, 0, tzinfo=timezone.utc)
 DOC = "# Guide\n\n## Setup\n\nInstall the tool, then run it.\n\n## Cache\n\nThe cache is local.\n"

@@ -173,7 +173,7 @@ def fake_gemini(*, classify_model: str) -> Iterator[str]:
 def record(cassette: Path = CASSETTE) -> int:
     import vcr
 
-    from pythia import cli
+    from pythia.app import cli
 
     classify_model = str(MODELS["classify"])
     cassette.unlink(missing_ok=True)

@@ -16,9 +16,9 @@ from typing import Any
 
 import jinja2
 
-from pythia.github import render_evidence_comment, render_pr_body
 from pythia.models import Proposal
 from pythia.ports import GenerateRequest, Published, Publisher
+from pythia.publish.render import render_evidence_comment, render_pr_body
 from pythia.safety import find_sensitive
 
 CORPUS = Path(__file__).parents[1] / "fixtures" / "hostile" / "messages.jsonl"

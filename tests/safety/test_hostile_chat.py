@@ -22,16 +22,14 @@ from hostile_kit import (
     write_corpus,
 )
 
+import harness
 from doubles import FunctionLLM, HashEmbedder
-from pythia import actions, db, pipeline, prompts, safety
-from pythia.config import Config, Secrets, parse_config
-from pythia.dashboard import render_dashboard
-from pythia.github import DryRunPublisher
+from pythia import actions, prompts, safety
+from pythia.config import Config, parse_config
 from pythia.models import RunReport
-from pythia.sources import build_source
+from pythia.publish.dashboard import render_dashboard
+from pythia.publish.dryrun import DryRunPublisher
 from pythia.state import Ledger, StateStore
-from pythia.usage import UsageMeter
-from pythia.wiring import Workspace, searcher, update_docs_index
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 NOW = datetime(2026, 3, 6, 12, 0, tzinfo=timezone.utc)
@@ -78,40 +76,27 @@ def run_hostile(tmp_path: Path, caplog: pytest.LogCaptureFixture, *, sneaky: boo
     shutil.copytree(FIXTURES / "sample-docs/docs", repo / "docs")
     rows = write_corpus(tmp_path / "hostile.jsonl")
     config = hostile_config(tmp_path / "hostile.jsonl")
-    workspace = Workspace(root=repo, config=config, secrets=Secrets())
+    space = harness.workspace(repo, config)
     embedder = HashEmbedder()
     index_path = tmp_path / "index.sqlite"
-    update_docs_index(workspace, index_path, embedder)
-    docs_texts = [p.read_text(encoding="utf-8") for p in (repo / "docs").glob("*.md")]
-    docs_domains = safety.link_domains(docs_texts)
+    harness.index_docs(space, index_path, embedder)
+    docs_domains = safety.link_domains(space.docs_texts())
     templates = prompts.environment(repo)
     out = tmp_path / "out"
     recorder = RecordingPublisher(DryRunPublisher(out, templates=templates), templates, out)
     model = HostileModel(sneaky=sneaky)
     llm = FunctionLLM(model)
     store = StateStore(tmp_path / "state")
-    conn = db.connect(index_path)
     caplog.set_level(logging.DEBUG)
-    try:
-        report = pipeline.run(
-            config,
-            pipeline.Deps(
-                sources=[
-                    build_source(s, secrets=Secrets(), salt="test-salt") for s in config.streams
-                ],
-                llm=llm,
-                search=searcher(workspace, conn, embedder),
-                read=workspace.read,
-                publisher=recorder,
-                store=store,
-                meter=UsageMeter.from_config(config),
-                docs_domains=docs_domains,
-                repo_root=repo,
-            ),
-            now=NOW,
-        )
-    finally:
-        conn.close()
+    report = harness.run_pipeline(
+        space,
+        index_path=index_path,
+        store=store,
+        llm=llm,
+        embedder=embedder,
+        publisher=recorder,
+        now=NOW,
+    )
     run = HostileRun(rows, report, llm, model, recorder)
     run.allowed_domains = docs_domains | {ALLOWED_IN_CONFIG, "t.me"}
     run.artifacts = [

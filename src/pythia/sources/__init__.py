@@ -1,8 +1,8 @@
-"""Chat sources: the author pseudonym, the errors sources raise, and building a source from config.
+"""Chat sources: the author pseudonym, the errors sources raise, and reading a stream.
 
 How the pipeline reads a stream (the first-run design):
 
-    source = build_source(stream_config, secrets=secrets, salt=salt)
+    source = app.compose.build_source(stream_config, secrets=secrets, salt=salt)
     try:
         batch = read_stream(source, watermark)   # watermark: int | None from the stream's state
     finally:
@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
 
-from ..config import ExportStream, Secrets, Stream, TelegramStream, ZulipStream
 from ..models import Message
+from ..ports import ChatSource
 
 
 class SourceError(Exception):
@@ -46,18 +44,6 @@ class StreamInterrupted(SourceError):
         self.stream = stream
         self.last_id = last_id
         self.reason = reason
-
-
-class ChatSource(Protocol):
-    """A `pythia.ports.Source` that also knows where a first run starts and can be closed."""
-
-    stream: str
-
-    def fetch(self, after: int | None) -> Iterator[Message]: ...
-
-    def start_after(self) -> int: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -100,30 +86,3 @@ def read_stream(source: ChatSource, watermark: int | None) -> Batch:
     except StreamInterrupted as stopped:
         return Batch(source.stream, after, tuple(messages), interrupted=str(stopped))
     return Batch(source.stream, after, tuple(messages))
-
-
-def build_source(stream_config: Stream, *, secrets: Secrets, salt: str) -> ChatSource:
-    """The real source for one configured stream (network clients are created lazily)."""
-    if not salt:
-        raise SourceError(
-            "the pseudonym salt is empty; set privacy.salt or run inside a repository"
-        )
-    if isinstance(stream_config, TelegramStream):
-        from .telegram import TelegramSource, connect_client
-
-        return TelegramSource(
-            stream_config, client=connect_client(stream_config, secrets=secrets), salt=salt
-        )
-    if isinstance(stream_config, ZulipStream):
-        from .zulip import ZulipSource, make_client
-
-        return ZulipSource(
-            stream_config,
-            client_factory=lambda: make_client(stream_config, secrets=secrets),
-            salt=salt,
-        )
-    if isinstance(stream_config, ExportStream):
-        from .export import ExportSource
-
-        return ExportSource(stream_config, salt=salt)
-    raise SourceError(f"stream kind of '{stream_config.id}' is not supported")

@@ -11,8 +11,8 @@ from github import GithubException
 from github.Issue import Issue
 from github.Repository import Repository
 
-from .models import RunReport
-from .state import Ledger, StreamState, utcnow
+from ..models import RunReport
+from ..state import Ledger, StreamState, utcnow
 
 log = logging.getLogger(__name__)
 

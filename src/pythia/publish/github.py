@@ -1,14 +1,9 @@
-"""Publishing proposals as pull requests (git for branches, PyGithub for the API), or as files."""
+"""The GitHub publisher: one pull request per proposal through PyGithub, evidence on open ones."""
 
 from __future__ import annotations
 
 import logging
-import os
-import posixpath
-import re
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,42 +15,38 @@ from github import Auth, Github, GithubException
 from github.PullRequest import PullRequest
 from github.Repository import Repository
 
-from . import prompts
-from .config import Publish
-from .databranch import auth_env, bot_env, remote_url
-from .edits import EditError, apply_edits
-from .models import Evidence, Proposal
-from .ports import Published
-from .state import TERMINAL, Ledger, LedgerEntry, ParkedProposal, SourceRef, utcnow
+from .. import prompts
+from ..config import Publish
+from ..edits import EditError
+from ..models import Proposal
+from ..ports import (
+    Published,
+    PublishError,
+    PublisherUnavailable,
+    PublishingBlocked,
+    one_line,
+)
+from ..propose import rebase
+from ..state import TERMINAL, Ledger, LedgerEntry, SourceRef, utcnow
+from .branches import ProposalBranches
+from .render import (
+    EVIDENCE_MARKER,
+    branch_name,
+    fingerprint_in,
+    render_evidence_comment,
+    render_pr_body,
+    thread_marker,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://api.github.com"
-MAX_BODY_CHARS = 60_000
-MAX_QUOTE_CHARS = 500
-FINGERPRINT_RE = re.compile(r"<!-- pythia:fingerprint=([\w.-]+) -->")
-THREAD_MARKER = "<!-- pythia:thread={key} -->"
-EVIDENCE_MARKER = "<!-- pythia:evidence fingerprint={fingerprint} -->"
 LABEL_COLORS = {"pythia": "5319e7"}
 DEFAULT_LABEL_COLOR = "c5def5"
 
 
-class PublishError(Exception):
-    """A proposal could not be pushed or its pull request could not be opened."""
-
-
 class _Stale(Exception):
     """The base branch moved and the proposal's edits no longer apply to it."""
-
-
-class PublisherUnavailable(PublishError):
-    """GitHub kept failing (5xx, rate limit, network) after PyGithub's retries: publishing
-    stops for this run and the proposals wait for the next one."""
-
-
-class PublishingBlocked(PublisherUnavailable):
-    """GitHub refused the bot (401/403/404, or a rejected push): a setting or permission to
-    fix. The proposal is parked in the ledger, publishing stops, and the run fails loudly."""
 
 
 BLOCKED_HINT = (
@@ -96,184 +87,16 @@ def github_client(
     seconds_between_writes: float | None = 1.0,
     retry: Any = None,
 ) -> Github:
-    """A PyGithub client for github.com or, through GITHUB_API_URL, a GitHub Enterprise Server."""
+    """A PyGithub client for github.com or, with `base_url`, a GitHub Enterprise Server."""
     options: dict[str, Any] = {} if retry is None else {"retry": retry}
     return Github(
         auth=Auth.Token(token),
-        base_url=base_url or os.environ.get("GITHUB_API_URL") or DEFAULT_API_URL,
+        base_url=base_url or DEFAULT_API_URL,
         per_page=100,
         seconds_between_requests=seconds_between_requests,
         seconds_between_writes=seconds_between_writes,
         **options,
     )
-
-
-def branch_name(prefix: str, title: str, fingerprint: str) -> str:
-    """`pythia/<slug>-<8 chars of fingerprint>`; the suffix alone finds the branch again."""
-    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:40].rstrip("-") or "docs"
-    return f"{prefix}{slug}-{fingerprint[:8]}"
-
-
-def fingerprint_in(body: str | None) -> str | None:
-    found = FINGERPRINT_RE.search(body or "")
-    return found.group(1) if found else None
-
-
-# --- rendering -------------------------------------------------------------------------------
-
-
-def _short(evidence: Sequence[Evidence]) -> list[Evidence]:
-    return [
-        replace(
-            e, quote=e.quote if len(e.quote) <= MAX_QUOTE_CHARS else e.quote[:MAX_QUOTE_CHARS] + "…"
-        )
-        for e in evidence
-    ]
-
-
-def render_capped(
-    render: Callable[[list[Evidence], int], str], evidence: Sequence[Evidence]
-) -> str:
-    """Render with as much evidence as fits in GitHub's body limit, dropping the latest first."""
-    items = _short(evidence)
-    for keep in range(len(items), -1, -1):
-        text = render(items[:keep], len(items) - keep)
-        if len(text) <= MAX_BODY_CHARS:
-            return text
-    return text[: MAX_BODY_CHARS - 20] + "\n\n(truncated)\n"
-
-
-def render_pr_body(
-    proposal: Proposal, *, templates: jinja2.Environment, quotes: bool = True
-) -> str:
-    template = templates.get_template("pr_body.md.j2")
-
-    def render(evidence: list[Evidence], omitted: int) -> str:
-        return template.render(
-            proposal=proposal,
-            fingerprint=proposal.fingerprint,
-            thread_key=proposal.thread_key,
-            evidence=evidence,
-            omitted=omitted,
-            quotes=quotes,
-        )
-
-    return render_capped(render, proposal.evidence)
-
-
-def render_evidence_comment(
-    proposal: Proposal,
-    *,
-    previous_body: str | None,
-    templates: jinja2.Environment,
-    quotes: bool = True,
-) -> str:
-    """The evidence comment with this thread's section added (or replaced) after earlier ones."""
-    sections = [
-        s for s in _sections(previous_body) if not s.startswith(_thread(proposal.thread_key))
-    ]
-    template = templates.get_template("evidence_comment.md.j2")
-    while True:
-
-        def render(evidence: list[Evidence], omitted: int, previous: list[str] = sections) -> str:
-            return template.render(
-                proposal=proposal,
-                fingerprint=proposal.fingerprint,
-                thread_key=proposal.thread_key,
-                previous=previous,
-                evidence=evidence,
-                omitted=omitted,
-                quotes=quotes,
-            )
-
-        text = render_capped(render, proposal.evidence)
-        if len(text) < MAX_BODY_CHARS or not sections:
-            return text
-        sections = sections[1:]  # the oldest reports give way to the newest
-
-
-def _thread(key: str) -> str:
-    return THREAD_MARKER.format(key=key)
-
-
-def _sections(body: str | None) -> list[str]:
-    parts = re.split(r"(?=<!-- pythia:thread=)", body or "")
-    return [p.strip() for p in parts[1:] if p.strip()]
-
-
-# --- git: proposal branches without touching the working tree --------------------------------
-
-
-class ProposalBranches:
-    """Builds commits from a base branch plus new file contents and pushes them as branches.
-
-    It works on git objects and a private index file (GIT_INDEX_FILE), so the user's working
-    tree, index and checked-out branch never change.
-    """
-
-    def __init__(self, repo_path: Path, *, remote: str = "origin", token: str | None = None):
-        self.repo = git.Repo(repo_path)
-        self.remote = remote
-        self._env = {**bot_env(), **auth_env(remote_url(Path(repo_path), remote), token)}
-
-    def _git(self, *args: str, env: dict[str, str] | None = None) -> str:
-        return str(self.repo.git.execute(["git", *args], env={**self._env, **(env or {})}))
-
-    def fetch(self, branch: str) -> str:
-        """The remote tip of `branch`, fetched into refs/remotes/<remote>/<branch>."""
-        tracking = f"refs/remotes/{self.remote}/{branch}"
-        self._git("fetch", "-q", self.remote, f"+refs/heads/{branch}:{tracking}")
-        return self._git("rev-parse", tracking).strip()
-
-    def read(self, commit: str, path: str) -> str | None:
-        """A file's text at `commit`, or None when it does not exist there."""
-        try:
-            blob = self._git("rev-parse", "--verify", "--quiet", f"{commit}:{path}").strip()
-        except git.GitCommandError:
-            return None
-        raw: bytes = self.repo.git.execute(
-            ["git", "cat-file", "blob", blob], env=self._env, stdout_as_string=False,
-            strip_newline_in_stdout=False,
-        )
-        return raw.decode("utf-8", errors="replace")
-
-    def remote_head(self, branch: str) -> str | None:
-        listed = self._git("ls-remote", "--heads", self.remote, f"refs/heads/{branch}").split()
-        return listed[0] if listed else None
-
-    def commit(self, parent: str, files: Sequence[tuple[str, str]], message: str) -> str:
-        index_file = Path(self.repo.git_dir) / f"pythia-index-{os.getpid()}"
-        env = {"GIT_INDEX_FILE": str(index_file)}
-        try:
-            self._git("read-tree", parent, env=env)
-            for path, text in files:
-                blob = self._store(text)
-                entry = f"{self._mode(parent, path)},{blob},{path}"
-                self._git("update-index", "--add", "--cacheinfo", entry, env=env)
-            tree = self._git("write-tree", env=env).strip()
-        finally:
-            index_file.unlink(missing_ok=True)
-        return self._git("commit-tree", tree, "-p", parent, "-m", message).strip()
-
-    def _store(self, text: str) -> str:
-        with tempfile.NamedTemporaryFile("wb", suffix=".md", delete=False) as handle:
-            handle.write(text.encode("utf-8"))
-        try:
-            return self._git("hash-object", "-w", "--no-filters", handle.name).strip()
-        finally:
-            Path(handle.name).unlink(missing_ok=True)
-
-    def _mode(self, parent: str, path: str) -> str:
-        listed = self._git("ls-tree", parent, "--", path).split()
-        return listed[0] if listed and listed[0] in ("100644", "100755") else "100644"
-
-    def push(self, sha: str, branch: str, *, expected: str | None) -> None:
-        """Push `sha` to `branch` if the remote branch is still at `expected` (None: absent)."""
-        lease = f"--force-with-lease=refs/heads/{branch}:{expected or ''}"
-        self._git("push", "-q", lease, self.remote, f"{sha}:refs/heads/{branch}")
-
-
-# --- the publishers --------------------------------------------------------------------------
 
 
 class GitHubPublisher:
@@ -313,7 +136,7 @@ class GitHubPublisher:
         try:
             return self._publish(proposal)
         except _API_ERRORS as error:
-            reason = _one_line(error)
+            reason = _describe(error)
             if _outage(error):
                 raise PublisherUnavailable(
                     f"GitHub is not answering ({reason}); publishing resumes next run"
@@ -337,7 +160,7 @@ class GitHubPublisher:
             closed = self._closed_meanwhile(entry)
             if closed is not None:
                 return closed
-        waiting = self._over_limit(proposal)
+        waiting = self._over_limit()
         if waiting:
             self._record(proposal, entry, status="waiting", reason=waiting)
             return Published(action="waiting", reason=waiting)
@@ -378,13 +201,9 @@ class GitHubPublisher:
             reason=f"maintainers already {status} this proposal #{pr.number}",
         )
 
-    def _over_limit(self, proposal: Proposal) -> str:
+    def _over_limit(self) -> str:
+        # publish.min_confidence is the pipeline's gate, before a proposal reaches a publisher.
         config = self.config
-        if proposal.confidence < config.min_confidence:
-            return (
-                f"confidence {proposal.confidence:.2f} is below "
-                f"publish.min_confidence {config.min_confidence:.2f}"
-            )
         if self.opened_this_run >= config.max_prs_per_run:
             return f"publish.max_prs_per_run ({config.max_prs_per_run}) reached in this run"
         if len(self.open_prs()) >= config.max_open_prs:
@@ -415,7 +234,7 @@ class GitHubPublisher:
             self.branches.push(sha, branch, expected=self.branches.remote_head(branch))
             pr = self._create_pull(proposal, branch=branch, base=base)
         except (*_API_ERRORS, git.GitCommandError, _Stale) as error:
-            reason = _one_line(error)
+            reason = _describe(error)
             if _blocked(error):
                 self._record(proposal, entry, status="waiting", reason=reason, branch=branch)
                 raise PublishingBlocked(
@@ -437,23 +256,14 @@ class GitHubPublisher:
         Writing the stored whole-file texts would revert whatever was merged since the run
         checked the docs out (or since a parked proposal was made).
         """
-        texts = {
-            edit.path: text
-            for edit in proposal.edits
-            if (text := self.branches.read(parent, edit.path)) is not None
-        }
-        created = [posixpath.dirname(e.path) for e in proposal.edits if not e.search.strip()]
         try:
-            # The paths were authorised when the proposal was made; only the text may differ.
-            changed = apply_edits(
-                texts, proposal.edits, allowed=lambda _path: True, new_file_dirs=created
-            )
+            rebased = rebase(proposal, read=lambda path: self.branches.read(parent, path))
         except EditError as error:
             raise _Stale(
                 f"{base} changed since the docs were read and the edits no longer apply "
-                f"({_one_line(error)[:200]})"
+                f"({one_line(error, limit=200)})"
             ) from None
-        return tuple(sorted(changed.items()))
+        return rebased.files
 
     def _create_pull(self, proposal: Proposal, *, branch: str, base: str) -> PullRequest:
         body = render_pr_body(
@@ -477,7 +287,7 @@ class GitHubPublisher:
         try:
             pr.add_to_labels(*self._ensure_labels(names))
         except _API_ERRORS as error:
-            log.warning("could not label #%s: %s", pr.number, _one_line(error))
+            log.warning("could not label #%s: %s", pr.number, _describe(error))
 
     def _ensure_labels(self, names: Sequence[str]) -> list[str]:
         wanted = list(dict.fromkeys(n for n in names if n and n != "no-doc-value"))
@@ -499,7 +309,7 @@ class GitHubPublisher:
     def _add_evidence(
         self, pr: PullRequest, proposal: Proposal, entry: LedgerEntry | None
     ) -> Published:
-        thread = _thread(proposal.thread_key)
+        thread = thread_marker(proposal.thread_key)
         if thread in (pr.body or "") or (entry and proposal.thread_key in entry.thread_keys):
             # A rerun of the run that opened it: the PR already carries this thread.
             self._record(proposal, entry, status="open", pr=pr)
@@ -560,7 +370,7 @@ class GitHubPublisher:
         if comment_id is not None:
             update["evidence_comment_id"] = comment_id
         # A waiting proposal keeps what it needs to be published by a later run.
-        update["parked"] = ParkedProposal.of(proposal) if status == "waiting" else None
+        update["parked"] = proposal if status == "waiting" else None
         return self.ledger.put(base.model_copy(update=update))
 
 
@@ -569,7 +379,7 @@ def _lazy_repo(github: Github, repository: str) -> Repository:
     return github.withLazy(True).get_repo(repository)
 
 
-def _one_line(error: BaseException) -> str:
+def _describe(error: BaseException) -> str:
     if isinstance(error, GithubException):
         data = error.data if isinstance(error.data, dict) else {}
         text = f"GitHub answered {error.status}: {data.get('message', '')}".strip(": ")
@@ -580,33 +390,6 @@ def _one_line(error: BaseException) -> str:
         )
     else:
         text = str(error)
-    return " ".join(text.split())[:300]
+    return one_line(text)
 
 
-class DryRunPublisher:
-    """Writes each proposal to `<out_dir>/<fingerprint>/` (proposal.md, change.patch) instead
-    of touching GitHub."""
-
-    def __init__(
-        self,
-        out_dir: Path,
-        *,
-        templates: jinja2.Environment | None = None,
-        ledger: Ledger | None = None,
-        evidence_quotes: bool = True,
-    ) -> None:
-        self.out_dir = Path(out_dir)
-        self.templates = templates or prompts.environment()
-        self.ledger = ledger
-        self.evidence_quotes = evidence_quotes
-
-    def publish(self, proposal: Proposal) -> Published:
-        entry = self.ledger.get(proposal.fingerprint) if self.ledger else None
-        if entry is not None and entry.status in TERMINAL:
-            return Published(action="skipped", reason=f"maintainers already {entry.status} it")
-        folder = self.out_dir / proposal.fingerprint
-        folder.mkdir(parents=True, exist_ok=True)
-        body = render_pr_body(proposal, templates=self.templates, quotes=self.evidence_quotes)
-        (folder / "proposal.md").write_text(f"# {proposal.title}\n\n{body}", encoding="utf-8")
-        (folder / "change.patch").write_text(proposal.diff, encoding="utf-8")
-        return Published(action="opened", url=folder.resolve().as_uri(), reason="dry run")

@@ -12,9 +12,10 @@ from typing import Any, Literal
 import git
 from github import GithubException
 
-from .github import GitHubPublisher, fingerprint_in
-from .models import Proposal
-from .state import Ledger, LedgerEntry, utcnow
+from ..models import Proposal
+from ..state import Ledger, LedgerEntry, utcnow
+from .github import GitHubPublisher
+from .render import fingerprint_in
 
 log = logging.getLogger(__name__)
 

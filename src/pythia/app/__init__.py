@@ -1,0 +1,1 @@
+"""Turning a command line or an Action run into a run: options, the composition root, commands."""

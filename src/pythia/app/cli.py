@@ -1,0 +1,181 @@
+"""The `pythia` command: parse arguments, open the workspace, run a command, errors in one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .. import __version__, actions, db, index
+from ..config import ConfigError, Secrets, load_config, render_json_schema
+from ..databranch import DataBranchError
+from ..edits import EditError
+from ..gemini import GeminiError
+from ..gitenv import NoRemote
+from ..ports import MalformedReply, PublishError, one_line
+from ..sources import SourceError
+from ..sources.telegram import LoginError
+from . import action, commands, report, run
+from .options import Options
+from .workspace import UserError, Workspace, open_workspace
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# Errors a user can fix: told in one line. Anything else is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    UserError,
+    ConfigError,
+    LoginError,
+    GeminiError,
+    SourceError,
+    DataBranchError,
+    NoRemote,
+    EditError,
+    MalformedReply,
+    PublishError,
+    actions.UnknownEvent,
+    db.DatabaseError,
+    index.EmbeddingMismatch,
+)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repo", type=Path, default=Path("."), help="docs repository root")
+    parser.add_argument(
+        "--config", type=Path, default=None, help="config file (default .github/pythia.yml)"
+    )
+    parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pythia",
+        description="Keep documentation in step with what the community asks in chat.",
+    )
+    parser.add_argument("--version", action="version", version=f"pythia {__version__}")
+    commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run_ = commands_.add_parser("run", help="read chats, classify, propose and publish")
+    _common(run_)
+    run_.add_argument("--dry-run", action="store_true", help="write proposals to --out, no PRs")
+    run_.add_argument("--out", type=Path, default=Path("pythia-out"), help="dry-run folder")
+    run_.add_argument("--since", default=None, help="reprocess from this date or message id")
+    run_.add_argument("--stream", default=None, help="only this stream")
+    run_.add_argument("--index", type=Path, default=None, help="index file (local use)")
+    run_.add_argument("--json", action="store_true", help="print the run report as JSON")
+
+    index_ = commands_.add_parser("index", help="build or update the docs index")
+    _common(index_)
+    index_.add_argument("--full", action="store_true", help="rebuild from scratch")
+    index_.add_argument("--docs", type=Path, default=None, help="docs folder (overrides config)")
+    index_.add_argument("--index", type=Path, default=None, help="index file")
+    index_.add_argument("--json", action="store_true", help="print figures as JSON")
+
+    search = commands_.add_parser("search", help="search the docs index")
+    _common(search)
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=5, help="number of results")
+    search.add_argument("--index", type=Path, default=None, help="index file")
+    search.add_argument("--json", action="store_true", help="print hits as JSON")
+
+    ingest = commands_.add_parser("ingest", help="show what a run would read, change nothing")
+    _common(ingest)
+    ingest.add_argument("--stream", default=None, help="only this stream")
+    ingest.add_argument("--json", action="store_true", help="print as JSON")
+
+    validate = commands_.add_parser("validate", help="check the config")
+    _common(validate)
+
+    status = commands_.add_parser("status", help="streams, watermarks and proposals")
+    _common(status)
+    status.add_argument("--json", action="store_true", help="print as JSON")
+
+    commands_.add_parser("schema", help="print the config's JSON Schema")
+
+    login = commands_.add_parser("telegram-login", help="create a Telegram session string")
+    login.add_argument("--log-level", default="warning")
+
+    action_ = commands_.add_parser("action", help="entry point of the GitHub Action")
+    _common(action_)
+    action_.add_argument("--mode", default="auto", help="auto, run, index, command or feedback")
+    action_.add_argument("--dry-run", default="false", help="'true' or 'false'")
+    action_.add_argument("--since", default="", help="reprocess from this date or message id")
+    action_.add_argument("--stream", default="", help="only this stream")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    started = time.monotonic()  # a run's time budget counts from here, indexing included
+    args = build_parser().parse_args(argv)
+    if args.command == "schema":
+        sys.stdout.write(render_json_schema())
+        return 0
+    try:
+        if args.command == "validate":
+            return _validate(Options.from_args(args))
+        if args.command == "telegram-login":
+            return commands.cmd_telegram_login()
+        options = (
+            Options.from_action(args) if args.command == "action" else Options.from_args(args)
+        )
+        return dispatch(options, started=started)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as error:
+        print(f"error: {one_line(error, limit=2000)}", file=sys.stderr)
+        return 1
+
+
+def dispatch(options: Options, *, started: float | None = None) -> int:
+    """Open the workspace, set up logging, and carry out `options.command`."""
+    workspace = open_workspace(options)
+    setup_logging(options, workspace.secrets)
+    if options.command == "run":
+        return report.finish(run.run(workspace, options, started=started), options)
+    return COMMANDS[options.command](workspace, options)
+
+
+COMMANDS: dict[str, Callable[[Workspace, Options], int]] = {
+    "index": commands.cmd_index,
+    "search": commands.cmd_search,
+    "ingest": commands.cmd_ingest,
+    "status": commands.cmd_status,
+    "feedback": action.cmd_feedback,
+    "command": action.cmd_command,
+}
+
+
+def setup_logging(options: Options, secrets: Secrets) -> None:
+    values = secrets.values()
+    if options.in_actions:
+        actions.mask(values)
+    level = (options.log_level or "info").lower()
+    if level not in LOG_LEVELS:
+        raise UserError(f"log level '{level}' is not one of {', '.join(LOG_LEVELS)}")
+    actions.configure_logging(level=level, secrets=values, actions=options.in_actions)
+
+
+def _validate(options: Options) -> int:
+    path = options.config or options.repo / ".github/pythia.yml"
+    if not path.exists():
+        print(f"{path}: no such file; copy config/pythia.example.yml there to start")
+        return 1
+    try:
+        load_config(path)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem)
+        return 1
+    print("ok")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""The CLI's commands besides `run`: index, search, ingest, status and telegram-login."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any
+
+from .. import actions, db, index, pipeline, threads
+from ..models import Hit
+from ..sources.telegram import login
+from . import compose
+from .options import Options
+from .workspace import UserError, Workspace, open_storage
+
+
+def cmd_index(workspace: Workspace, options: Options) -> int:
+    if options.docs is not None:
+        workspace = workspace.with_docs_root(options.docs)
+    embedder = compose.optional_embedder(workspace)
+    if embedder is None:
+        print("no GEMINI_API_KEY: indexing for keyword (BM25) search only", file=sys.stderr)
+    with open_storage(workspace, options) as storage:
+        stats = compose.update_docs_index(
+            workspace, storage.index_path, embedder, full=options.full
+        )
+        saved = storage.save("pythia: update the docs index")
+    search = "hybrid" if embedder is not None else "BM25 only (no GEMINI_API_KEY)"
+    actions.add_summary(
+        "## Pythia index\n\n"
+        + actions.table(
+            ["files changed", "chunks", "embedded", "reused", "deleted", "seconds", "search"],
+            [
+                [
+                    stats.files_changed,
+                    stats.chunks_total,
+                    stats.chunks_embedded,
+                    stats.chunks_reused,
+                    stats.chunks_deleted,
+                    f"{stats.seconds:.1f}",
+                    search,
+                ]
+            ],
+        )
+    )
+    if options.json:
+        print(json.dumps(asdict(stats), sort_keys=True))
+        return 0
+    where = (
+        f"{workspace.config.publish.data_branch} branch"
+        if storage.on_data_branch
+        else str(storage.index_path)
+    )
+    print(
+        f"{stats.files_changed} files changed, {stats.chunks_total} chunks "
+        f"({stats.chunks_embedded} embedded, {stats.chunks_reused} reused, "
+        f"{stats.chunks_deleted} deleted) in {stats.seconds:.2f}s -> {where}"
+        + (" (pushed)" if saved else "")
+    )
+    return 0
+
+
+def cmd_search(workspace: Workspace, options: Options) -> int:
+    with open_storage(workspace, options) as storage:
+        if not storage.index_path.exists():
+            raise UserError("there is no index yet; run `pythia index` first")
+        conn = db.connect(storage.index_path)
+        try:
+            embedder = compose.optional_embedder(workspace)
+            if embedder is None:
+                print("no GEMINI_API_KEY: searching with BM25 only", file=sys.stderr)
+            elif not index.has_vectors(conn):
+                print("the index has no vectors: searching with BM25 only", file=sys.stderr)
+                embedder = None
+            hits = compose.searcher(workspace, conn, embedder)(options.query, options.k)
+        finally:
+            conn.close()
+    if options.json:
+        print(json.dumps({"hits": [_hit_json(hit) for hit in hits]}, ensure_ascii=False))
+        return 0
+    if not hits:
+        print("no matches")
+    for number, hit in enumerate(hits, 1):
+        anchor = f"#{hit.anchor}" if hit.anchor else ""
+        print(f"{number}. {hit.path}{anchor}  {hit.heading}  (score {hit.score:.4f})")
+        print(f"   {' '.join(hit.text.split())[:160]}")
+    return 0
+
+
+def _hit_json(hit: Hit) -> dict[str, Any]:
+    return {
+        "path": hit.path,
+        "heading": hit.heading,
+        "anchor": hit.anchor,
+        "score": round(hit.score, 6),
+        "text": hit.text,
+    }
+
+
+def cmd_ingest(workspace: Workspace, options: Options) -> int:
+    """What a run would read and settle, through the pipeline's own ingest; nothing is saved."""
+    now = datetime.now(timezone.utc)
+    config = workspace.config
+    sources = compose.build_sources(workspace, compose.chosen_streams(workspace, options))
+    results = []
+    with open_storage(workspace, options) as storage:
+        for source in sources:
+            read = pipeline.ingest(source, config=config, store=storage.store, now=now)
+            report = read.report
+            entry: dict[str, Any] = {"stream": source.stream, "watermark": report.watermark_before}
+            if report.error and read.after is None:
+                entry["error"] = report.error
+                results.append(entry)
+                continue
+            done = set(read.state.done_ids) | {m.id for t in read.settled for m in t.messages}
+            entry.update(
+                new_messages=report.messages_read,
+                threads=report.threads,
+                settled_threads=report.threads_settled,
+                unsettled_threads=report.threads - report.threads_settled,
+                watermark_if_all_settled_recorded=threads.next_watermark(
+                    [m.id for m in read.fetched], done=done, watermark=read.after
+                ),
+                interrupted=report.error,
+            )
+            results.append(entry)
+    if options.json:
+        print(json.dumps({"streams": results}, indent=2, default=str))
+        return 0
+    for entry in results:
+        if "error" in entry:
+            print(f"{entry['stream']}: error: {entry['error']}")
+            continue
+        print(
+            f"{entry['stream']}: {entry['new_messages']} new messages in "
+            f"{entry['threads']} threads ({entry['settled_threads']} settled); watermark "
+            f"{entry['watermark']} -> {entry['watermark_if_all_settled_recorded']}"
+        )
+    return 0
+
+
+def cmd_status(workspace: Workspace, options: Options) -> int:
+    with open_storage(workspace, options) as storage:
+        streams = storage.store.streams()
+        ledger = storage.store.load_ledger()
+    data: dict[str, list[dict[str, Any]]] = {
+        "streams": [
+            {
+                "stream": s.stream,
+                "watermark": s.watermark,
+                "last_read_at": s.last_read_at,
+                "failing_threads": len(s.failures),
+            }
+            for s in streams
+        ],
+        "proposals": [
+            {"fingerprint": e.fingerprint, "status": e.status, "title": e.title, "url": e.url}
+            for e in ledger.proposals.values()
+        ],
+    }
+    if options.json:
+        print(json.dumps(data, indent=2, default=str))
+        return 0
+    for stream in data["streams"]:
+        print(
+            f"{stream['stream']}: watermark {stream['watermark']}, last read "
+            f"{stream['last_read_at'] or 'never'}, {stream['failing_threads']} failing threads"
+        )
+    for proposal in data["proposals"]:
+        print(f"{proposal['status']:>8}  {proposal['title']}  {proposal['url'] or ''}")
+    if not data["streams"] and not data["proposals"]:
+        print("no state yet: Pythia has not run here")
+    return 0
+
+
+def cmd_telegram_login() -> int:
+    login(ask=input, ask_secret=getpass.getpass, say=print)
+    return 0

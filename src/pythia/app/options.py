@@ -1,0 +1,98 @@
+"""What a command was asked to do: one frozen object, from CLI arguments or Action inputs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import TypedDict
+
+from ..actions import mode_for
+
+
+@dataclass(frozen=True)
+class Options:
+    """A command and everything it was told: flags, Action inputs, and the runner's environment.
+
+    Built once, by `from_args` (the CLI) or `from_action` (the Action's inputs); nothing after it
+    reads argparse or the process environment, so tests build one by hand.
+    """
+
+    command: str
+    repo: Path = Path(".")
+    config: Path | None = None
+    log_level: str = "info"
+    dry_run: bool = False
+    out: Path = Path("pythia-out")
+    since: str | None = None
+    stream: str | None = None
+    index: Path | None = None
+    json: bool = False
+    full: bool = False
+    docs: Path | None = None
+    query: str = ""
+    k: int = 5
+    # From the runner (GitHub Actions sets these; locally they are usually empty).
+    repository: str = ""
+    repository_id: str = ""
+    api_url: str = ""
+    event_path: Path | None = None
+    runner_temp: Path | None = None
+    local_only: bool = False  # PYTHIA_LOCAL=1: keep index and state in .pythia/, never push
+    in_actions: bool = False  # GITHUB_ACTIONS=true: workflow commands, masks and groups
+
+    @classmethod
+    def from_args(
+        cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None
+    ) -> Options:
+        """The options of a CLI command (`pythia action` goes through `from_action`)."""
+        runner = _runner(os.environ if environ is None else environ)
+        known = {field.name for field in fields(cls)} - set(runner)
+        given = {name: value for name, value in vars(args).items() if name in known}
+        return replace(cls(**given), **runner)
+
+    @classmethod
+    def from_action(
+        cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None
+    ) -> Options:
+        """The options of an Action step: the mode by event, inputs as the strings they are."""
+        env = os.environ if environ is None else environ
+        runner = _runner(env)
+        out_root = runner["runner_temp"] or Path(".")
+        return cls(
+            command=mode_for(args.mode, env.get("GITHUB_EVENT_NAME", "")),
+            repo=args.repo,
+            config=args.config,
+            log_level=args.log_level,
+            dry_run=str(args.dry_run).strip().lower() == "true",
+            out=out_root / "pythia-out",
+            since=args.since or None,
+            stream=args.stream or None,
+            **runner,
+        )
+
+
+class _Runner(TypedDict):
+    repository: str
+    repository_id: str
+    api_url: str
+    event_path: Path | None
+    runner_temp: Path | None
+    local_only: bool
+    in_actions: bool
+
+
+def _runner(env: Mapping[str, str]) -> _Runner:
+    event_path = env.get("GITHUB_EVENT_PATH", "")
+    runner_temp = env.get("RUNNER_TEMP", "")
+    return {
+        "repository": env.get("GITHUB_REPOSITORY", ""),
+        "repository_id": env.get("GITHUB_REPOSITORY_ID", ""),
+        "api_url": env.get("GITHUB_API_URL", ""),
+        "event_path": Path(event_path) if event_path else None,
+        "runner_temp": Path(runner_temp) if runner_temp else None,
+        "local_only": env.get("PYTHIA_LOCAL") == "1",
+        "in_actions": env.get("GITHUB_ACTIONS") == "true",
+    }

@@ -1,0 +1,60 @@
+"""The dry-run publisher: each proposal as files in a folder, for a preview without GitHub."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import jinja2
+
+from .. import prompts
+from ..edits import EditError
+from ..models import Proposal
+from ..ports import Published, PublishError, one_line
+from ..propose import rebase
+from ..state import TERMINAL, Ledger
+from .render import render_pr_body
+
+
+class DryRunPublisher:
+    """Writes each proposal to `<out_dir>/<fingerprint>/` (proposal.md, change.patch) instead
+    of touching GitHub.
+
+    A dry run previews every proposal that passes the pipeline's gates (publish.min_confidence
+    and the safety rules included); the PR limits (publish.max_open_prs, max_prs_per_run) only
+    pace real pull requests, so they do not hide proposals from the preview.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        *,
+        templates: jinja2.Environment | None = None,
+        ledger: Ledger | None = None,
+        evidence_quotes: bool = True,
+        read: Callable[[str], str | None] | None = None,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.templates = templates or prompts.environment()
+        self.ledger = ledger
+        self.evidence_quotes = evidence_quotes
+        self.read = read  # the docs as a real run would find them; None keeps the stored texts
+
+    def publish(self, proposal: Proposal) -> Published:
+        entry = self.ledger.get(proposal.fingerprint) if self.ledger else None
+        if entry is not None and entry.status in TERMINAL:
+            return Published(action="skipped", reason=f"maintainers already {entry.status} it")
+        if self.read is not None:
+            try:
+                proposal = rebase(proposal, read=self.read)
+            except EditError as error:
+                raise PublishError(
+                    f"the docs changed since '{proposal.title}' was proposed and its edits no "
+                    f"longer apply ({one_line(error, limit=200)})"
+                ) from None
+        folder = self.out_dir / proposal.fingerprint
+        folder.mkdir(parents=True, exist_ok=True)
+        body = render_pr_body(proposal, templates=self.templates, quotes=self.evidence_quotes)
+        (folder / "proposal.md").write_text(f"# {proposal.title}\n\n{body}", encoding="utf-8")
+        (folder / "change.patch").write_text(proposal.diff, encoding="utf-8")
+        return Published(action="opened", url=folder.resolve().as_uri(), reason="dry run")
