@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import git
 import sqlite_vec
 
 from . import db
 from .chunking import CHUNKER_VERSION, chunk_markdown, embedding_text
+from .db import Connection
 from .globs import glob_regex
 from .models import Chunk
 from .ports import Embedder
@@ -111,7 +111,7 @@ class IndexInfo:
 
 
 @contextmanager
-def atomic(conn: Any) -> Iterator[None]:
+def atomic(conn: Connection) -> Iterator[None]:
     """One explicit transaction (DDL included), committed on success, rolled back on error."""
     if conn.in_transaction:
         yield
@@ -130,7 +130,7 @@ def atomic(conn: Any) -> Iterator[None]:
         conn.isolation_level = saved
 
 
-def migrate(conn: Any) -> None:
+def migrate(conn: Connection) -> None:
     """Bring the schema up to the latest migration."""
     version = int(conn.execute("pragma user_version").fetchone()[0])
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
@@ -154,11 +154,11 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
-def read_meta(conn: Any) -> dict[str, str]:
+def read_meta(conn: Connection) -> dict[str, str]:
     return {row[0]: row[1] for row in conn.execute("select key, value from meta")}
 
 
-def _set_meta(conn: Any, **values: str) -> None:
+def _set_meta(conn: Connection, **values: str) -> None:
     conn.executemany(
         "insert into meta (key, value) values (?, ?) "
         "on conflict (key) do update set value = excluded.value",
@@ -166,14 +166,14 @@ def _set_meta(conn: Any, **values: str) -> None:
     )
 
 
-def has_vector_table(conn: Any) -> bool:
+def has_vector_table(conn: Connection) -> bool:
     row = conn.execute(
         "select 1 from sqlite_master where type = 'table' and name = 'chunk_vectors'"
     ).fetchone()
     return row is not None
 
 
-def _ensure_vector_table(conn: Any, dimensions: int) -> None:
+def _ensure_vector_table(conn: Connection, dimensions: int) -> None:
     if not has_vector_table(conn):
         conn.execute(
             "create virtual table chunk_vectors using vec0("
@@ -181,13 +181,13 @@ def _ensure_vector_table(conn: Any, dimensions: int) -> None:
         )
 
 
-def _drop_vectors(conn: Any) -> None:
+def _drop_vectors(conn: Connection) -> None:
     conn.execute("drop table if exists chunk_vectors")
     conn.execute("delete from embeddings")
     _set_meta(conn, embedding_model="", dimensions="0")
 
 
-def index_info(conn: Any) -> IndexInfo:
+def index_info(conn: Connection) -> IndexInfo:
     """The recorded model, dimensions, chunker version, commit, and the counts."""
     migrate(conn)
     meta = read_meta(conn)
@@ -204,7 +204,7 @@ def index_info(conn: Any) -> IndexInfo:
     )
 
 
-def has_vectors(conn: Any) -> bool:
+def has_vectors(conn: Connection) -> bool:
     """Whether vector (hybrid) search is possible: the index holds at least one embedding."""
     migrate(conn)
     return bool(conn.execute("select exists (select 1 from embeddings)").fetchone()[0])
@@ -325,7 +325,7 @@ def _read_text(path: Path) -> str:
     return path.read_bytes().decode("utf-8", errors="replace")
 
 
-def _embedded_hashes(conn: Any, hashes: Iterable[str]) -> set[str]:
+def _embedded_hashes(conn: Connection, hashes: Iterable[str]) -> set[str]:
     found: set[str] = set()
     batch = list(set(hashes))
     for start in range(0, len(batch), 500):
@@ -339,7 +339,7 @@ def _embedded_hashes(conn: Any, hashes: Iterable[str]) -> set[str]:
 
 
 def _replace_file(
-    conn: Any, path: str, chunks: Sequence[Chunk], *, sha: str, dirty: bool, tally: _Tally
+    conn: Connection, path: str, chunks: Sequence[Chunk], *, sha: str, dirty: bool, tally: _Tally
 ) -> set[str]:
     """Swap one file's chunks; returns the content hashes that left the file."""
     old = Counter(
@@ -363,7 +363,7 @@ def _replace_file(
     return set(old - new)
 
 
-def _forget_file(conn: Any, path: str, tally: _Tally) -> set[str]:
+def _forget_file(conn: Connection, path: str, tally: _Tally) -> set[str]:
     hashes = {
         row[0] for row in conn.execute("select content_hash from chunks where path = ?", (path,))
     }
@@ -372,7 +372,7 @@ def _forget_file(conn: Any, path: str, tally: _Tally) -> set[str]:
     return hashes
 
 
-def _collect_garbage(conn: Any, hashes: Iterable[str]) -> None:
+def _collect_garbage(conn: Connection, hashes: Iterable[str]) -> None:
     """Drop the vectors of content hashes no chunk uses any more."""
     orphans = [
         (row[0],)
@@ -391,7 +391,7 @@ def _collect_garbage(conn: Any, hashes: Iterable[str]) -> None:
 
 
 def _embed_missing(
-    conn: Any, embedder: Embedder, *, progress: Progress | None, tally: _Tally
+    conn: Connection, embedder: Embedder, *, progress: Progress | None, tally: _Tally
 ) -> None:
     """Embed every chunk whose content hash has no vector yet, one batch per transaction.
 
@@ -423,7 +423,7 @@ def _scope_key(include: Sequence[str], exclude: Sequence[str]) -> str:
 
 
 def update_index(
-    conn_or_path: Any,
+    conn_or_path: Connection | Path | str,
     *,
     docs_root: Path,
     include: Sequence[str],
@@ -448,9 +448,7 @@ def update_index(
             f"docs folder {docs_root} does not exist; set docs.root in .github/pythia.yml "
             "or pass --docs"
         )
-    owned = not hasattr(conn_or_path, "execute")
-    conn = db.connect(conn_or_path) if owned else conn_or_path
-    try:
+    with _connection(conn_or_path) as conn:
         migrate(conn)
         tally = _Tally()
         _update(
@@ -465,9 +463,6 @@ def update_index(
             tally=tally,
         )
         total = conn.execute("select count(*) from chunks").fetchone()[0]
-    finally:
-        if owned:
-            conn.close()
     return IndexStats(
         files_changed=tally.files_changed,
         chunks_total=int(total),
@@ -478,8 +473,21 @@ def update_index(
     )
 
 
+@contextmanager
+def _connection(conn_or_path: Connection | Path | str) -> Iterator[Connection]:
+    """The connection given, or one opened on the path given and closed afterwards."""
+    if not isinstance(conn_or_path, (Path, str)):
+        yield conn_or_path
+        return
+    conn = db.connect(conn_or_path)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
 def _update(
-    conn: Any,
+    conn: Connection,
     *,
     docs_root: Path,
     include: Sequence[str],
