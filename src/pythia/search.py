@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import sqlite_vec
 
 from .db import Connection
-from .index import EmbeddingMismatch, has_vector_table, has_vectors, read_meta
+from .index import EmbeddingMismatch
 from .models import Hit
 from .ports import Embedder
+from .schema import has_vector_table, has_vectors, read_meta
 
 RRF_K = 60
 MMAP_BYTES = 1 << 30
