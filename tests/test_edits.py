@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pythia.config import Docs
+from pythia.diffs import changed_lines, unified_diff
 from pythia.edits import (
     AmbiguousSearch,
     EditError,
@@ -18,10 +19,8 @@ from pythia.edits import (
     PathRefused,
     SearchNotFound,
     apply_edits,
-    changed_lines,
-    glob_match,
-    unified_diff,
 )
+from pythia.globs import glob_match
 from pythia.models import Edit
 
 CACHE = """\

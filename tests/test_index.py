@@ -11,7 +11,7 @@ import git
 import pytest
 
 from doubles import HashEmbedder
-from pythia import db, index
+from pythia import db, index, schema
 from pythia import search as hybrid
 from pythia.chunking import chunk_markdown
 from pythia.globs import glob_regex
@@ -84,7 +84,7 @@ def test_full_build_indexes_every_section_and_records_metadata(conn: Any, docs: 
     assert stats.chunks_total == total
     assert stats.chunks_embedded == total == embedder.texts_embedded
     assert embedder.tasks == ["document"]
-    info = index.index_info(conn)
+    info = schema.index_info(conn)
     assert (info.embedding_model, info.dimensions, info.chunks, info.vectors) == (
         "hash-embedding-v1",
         64,
@@ -122,7 +122,7 @@ def test_changing_one_paragraph_re_embeds_only_that_chunk(conn: Any, docs: Path)
     cache_chunks = len(chunk_markdown((docs / "cache.md").read_text(), path="cache.md"))
     assert (stats.files_changed, stats.chunks_embedded, stats.chunks_deleted) == (1, 1, 1)
     assert stats.chunks_reused == cache_chunks - 1
-    assert index.index_info(conn).vectors == sample_chunk_count()
+    assert schema.index_info(conn).vectors == sample_chunk_count()
 
 
 def test_renaming_a_heading_re_embeds_every_chunk_under_it(conn: Any, docs: Path) -> None:
@@ -151,7 +151,7 @@ def test_deleting_a_file_removes_its_chunks_and_vectors(conn: Any, docs: Path) -
     assert "plugins.md" not in paths(conn)
     assert stats.files_changed == 1
     assert stats.chunks_deleted == 4
-    info = index.index_info(conn)
+    info = schema.index_info(conn)
     assert info.chunks == info.vectors == stats.chunks_total
     assert conn.execute("select count(*) from chunk_vectors").fetchone()[0] == info.vectors
     assert hybrid.search(conn, "kestrel-docker") == []
@@ -181,7 +181,7 @@ def test_a_new_embedding_model_rebuilds_every_vector(conn: Any, docs: Path) -> N
 
     assert stats.chunks_embedded == sample_chunk_count() == other.texts_embedded
     assert stats.files_changed == 9
-    info = index.index_info(conn)
+    info = schema.index_info(conn)
     assert (info.embedding_model, info.dimensions) == ("hash-embedding-v2", 32)
     assert hybrid.search(conn, "homebrew", embedder=other)[0].anchor == "with-homebrew"
 
@@ -207,15 +207,15 @@ def test_a_new_chunker_version_rechunks_all_files_but_keeps_vectors(
 
     assert stats.files_changed == 9
     assert embedder.calls == []
-    assert index.index_info(conn).chunker_version == "test-next"
+    assert schema.index_info(conn).chunker_version == "test-next"
 
 
 def test_without_an_embedder_the_index_is_bm25_only(conn: Any, docs: Path) -> None:
     stats = update(conn, docs)
 
     assert stats.chunks_embedded == 0
-    assert not index.has_vectors(conn)
-    assert index.index_info(conn).embedding_model == ""
+    assert not schema.has_vectors(conn)
+    assert schema.index_info(conn).embedding_model == ""
     hits = hybrid.search(conn, "homebrew", embedder=HashEmbedder())
     assert hits[0].anchor == "with-homebrew"
 
@@ -227,7 +227,7 @@ def test_an_update_without_embedder_keeps_vectors_and_a_later_one_fills_gaps(
     (docs / "new.md").write_text("# Kestrel news\n\nVersion 3.2 adds watch mode.\n")
 
     update(conn, docs)
-    assert index.has_vectors(conn)
+    assert schema.has_vectors(conn)
     embedder = HashEmbedder()
     stats = update(conn, docs, embedder)
 
@@ -253,7 +253,7 @@ def test_vectors_of_finished_batches_survive_a_failed_embedding(
 
     assert stats.chunks_embedded == sample_chunk_count() - 10
     assert [len(call) for call in embedder.calls][:1] == [10]
-    assert index.index_info(conn).vectors == sample_chunk_count()
+    assert schema.index_info(conn).vectors == sample_chunk_count()
 
 
 def test_identical_sections_share_one_vector(conn: Any, docs: Path) -> None:
@@ -293,7 +293,7 @@ def test_update_accepts_a_path_and_closes_its_connection(tmp_path: Path, docs: P
 
     assert stats.chunks_total == sample_chunk_count()
     reopened = db.connect(file)
-    assert index.index_info(reopened).chunks == stats.chunks_total
+    assert schema.index_info(reopened).chunks == stats.chunks_total
     reopened.close()
 
 
@@ -305,7 +305,7 @@ def test_a_missing_docs_folder_is_refused_and_the_index_kept(
     with pytest.raises(index.DocsRootMissing, match="does not exist"):
         update(conn, tmp_path / "doc")
 
-    assert index.index_info(conn).chunks == before
+    assert schema.index_info(conn).chunks == before
 
 
 def test_fts_stays_in_step_with_chunks(conn: Any, docs: Path) -> None:
@@ -351,7 +351,7 @@ def test_git_update_records_head_and_rechunks_only_committed_changes(
     conn: Any, docs: Path, repo: git.Repo
 ) -> None:
     first = update(conn, docs, HashEmbedder())
-    assert index.index_info(conn).docs_commit == repo.head.commit.hexsha
+    assert schema.index_info(conn).docs_commit == repo.head.commit.hexsha
     assert "README.md" not in paths(conn) and first.files_changed == 9
     edit(docs / "cli.md", "in DOT format", "in Graphviz DOT format")
     commit_all(repo, "graphviz")
@@ -362,7 +362,7 @@ def test_git_update_records_head_and_rechunks_only_committed_changes(
     assert stats.files_changed == 1
     assert len(embedder.calls) == 1 and len(embedder.calls[0]) == 1
     assert "Graphviz" in embedder.calls[0][0]
-    assert index.index_info(conn).docs_commit == repo.head.commit.hexsha
+    assert schema.index_info(conn).docs_commit == repo.head.commit.hexsha
 
 
 def test_git_rename_and_delete_leave_no_stale_chunks(conn: Any, docs: Path, repo: git.Repo) -> None:

@@ -1,23 +1,37 @@
-"""Pure functions that apply a proposal's search/replace edits safely and render them as a diff."""
+"""Applying a proposal's search/replace edits, all or nothing, to the paths a policy allows."""
 
 from __future__ import annotations
 
 import difflib
 import posixpath
 import re
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .config import Docs
+from .diffs import changed_lines, unified_diff
 from .globs import glob_match
+from .matching import locate, not_found_message
 from .models import Edit
 
+# unified_diff and changed_lines are re-exported for callers that import them from here.
+__all__ = [
+    "DOC_EXTENSIONS",
+    "AmbiguousSearch",
+    "EditError",
+    "FileCreationRefused",
+    "OverlappingEdits",
+    "PathPolicy",
+    "PathRefused",
+    "SearchNotFound",
+    "apply_edits",
+    "changed_lines",
+    "hard_refusal",
+    "normalise_path",
+    "unified_diff",
+]
+
 DOC_EXTENSIONS = (".md", ".mdx", ".markdown", ".rst", ".txt")
-# Aider found a similarity below about 0.6 shows the model lines that only confuse it.
-_SIMILAR_ENOUGH = 0.6
-_FENCE_OPEN = re.compile(r"^\s*(```+|~~~+)[\w+.#-]*\s*$")
-_FENCE_CLOSE = re.compile(r"^\s*(```+|~~~+)\s*$")
 
 
 class EditError(Exception):
@@ -50,8 +64,6 @@ class FileCreationRefused(EditError):
 
 
 # ---------------------------------------------------------------- paths
-
-
 
 
 def normalise_path(path: str) -> str:
@@ -173,189 +185,6 @@ def _block_lines(text: str) -> list[str]:
     if body.endswith("\n"):
         body = body[:-1]
     return body.split("\n") if body else []
-
-
-def _unfenced(lines: list[str]) -> list[str] | None:
-    if len(lines) >= 2 and _FENCE_OPEN.match(lines[0]) and _FENCE_CLOSE.match(lines[-1]):
-        return lines[1:-1]
-    return None
-
-
-def _trim_blank_edges(lines: list[str]) -> list[str]:
-    start, end = 0, len(lines)
-    while start < end and not lines[start].strip():
-        start += 1
-    while end > start and not lines[end - 1].strip():
-        end -= 1
-    return lines[start:end]
-
-
-def _variants(search: list[str], replace: list[str]) -> list[tuple[list[str], list[str]]]:
-    """The block as given, then without fences the file lacks, then without blank edge lines."""
-    variants = [(search, replace)]
-    inner = _unfenced(search)
-    if inner is not None:
-        replace_inner = _unfenced(replace)
-        replace = replace_inner if replace_inner is not None else replace
-        search = inner
-        variants.append((search, replace))
-    trimmed = _trim_blank_edges(search)
-    if trimmed != search and trimmed:
-        variants.append((trimmed, _trim_blank_edges(replace)))
-    return variants
-
-
-def _leading(line: str) -> str:
-    return line[: len(line) - len(line.lstrip())]
-
-
-def _common_indent(lines: Sequence[str]) -> str:
-    indents = [_leading(line) for line in lines if line.strip()]
-    if not indents:
-        return ""
-    common = indents[0]
-    for indent in indents[1:]:
-        while not indent.startswith(common):
-            common = common[:-1]
-    return common
-
-
-@dataclass(frozen=True)
-class _Match:
-    start: int
-    length: int
-    replacement: tuple[str, ...]
-
-
-def _exact(lines: list[str], search: list[str], replace: list[str]) -> list[_Match]:
-    n = len(search)
-    return [
-        _Match(i, n, tuple(replace))
-        for i in range(len(lines) - n + 1)
-        if lines[i : i + n] == search
-    ]
-
-
-def _rstripped(lines: list[str], search: list[str], replace: list[str]) -> list[_Match]:
-    n = len(search)
-    wanted = [line.rstrip() for line in search]
-    return [
-        _Match(i, n, tuple(replace))
-        for i in range(len(lines) - n + 1)
-        if [line.rstrip() for line in lines[i : i + n]] == wanted
-    ]
-
-
-def _reindented(lines: list[str], search: list[str], replace: list[str]) -> list[_Match]:
-    """Matches where every line is shifted by one indentation; the replacement shifts alike."""
-    indent = _common_indent(search)
-    body = [line[len(indent) :].rstrip() if line.strip() else "" for line in search]
-    anchor = next((j for j, line in enumerate(body) if line), None)
-    if anchor is None:
-        return []
-    n = len(search)
-    found = []
-    for i in range(len(lines) - n + 1):
-        window = [line.rstrip() for line in lines[i : i + n]]
-        first = window[anchor]
-        prefix = first[: len(first) - len(body[anchor])]
-        if not first.endswith(body[anchor]) or prefix.strip():
-            continue
-        if all(
-            (not b and not w.strip()) or (b and w == prefix + b)
-            for b, w in zip(body, window, strict=True)
-        ):
-            shifted = tuple(_shift(line, indent, prefix) for line in replace)
-            found.append(_Match(i, n, shifted))
-    return found
-
-
-def _shift(line: str, old: str, new: str) -> str:
-    if not line.strip():
-        return ""
-    return new + (line[len(old) :] if line.startswith(old) else line.lstrip())
-
-
-_LADDER = (_exact, _rstripped, _reindented)
-
-
-def _locate(lines: list[str], search: list[str], replace: list[str]) -> list[_Match]:
-    """The matches at the first rung of the ladder (and variant of the block) that has any."""
-    for variant_search, variant_replace in _variants(search, replace):
-        for rung in _LADDER:
-            matches = rung(lines, variant_search, variant_replace)
-            if matches:
-                return matches
-    return []
-
-
-# ---------------------------------------------------------------- messages
-
-
-def _similarity(a: str, b: str) -> float:
-    return difflib.SequenceMatcher(None, a.strip(), b.strip(), autojunk=False).ratio()
-
-
-def _candidate_starts(lines: list[str], search: list[str], limit: int = 5) -> set[int]:
-    """Likely starts of the intended lines: where its lines recur, and lines like its first."""
-    wanted = {line.strip(): i for i, line in enumerate(search) if line.strip()}
-    votes = Counter(
-        j - wanted[line.strip()] for j, line in enumerate(lines) if line.strip() in wanted
-    )
-    starts = {start for start, _ in votes.most_common(limit)}
-    anchor = next((line for line in search if line.strip()), "")
-    scored: list[tuple[float, int]] = []
-    offset = search.index(anchor) if anchor else 0
-    for j, line in enumerate(lines):
-        floor = scored[-1][0] if len(scored) >= limit else 0.0
-        matcher = difflib.SequenceMatcher(None, anchor.strip(), line.strip(), autojunk=False)
-        if matcher.real_quick_ratio() <= floor or matcher.quick_ratio() <= floor:
-            continue
-        scored = sorted([*scored, (matcher.ratio(), j - offset)], reverse=True)[:limit]
-    return starts | {start for _, start in scored}
-
-
-def _closest_lines(lines: list[str], search: list[str]) -> list[str]:
-    """The window of the file most like the search, if it is similar enough to help the model.
-
-    Only a few likely starts are scored, line by line, so a long page stays fast.
-    """
-    if not lines or not search:
-        return []
-    size = min(len(search), len(lines))
-    best, best_score = 0, 0.0
-    for start in _candidate_starts(lines, search):
-        start = min(max(start, 0), len(lines) - size)
-        window = lines[start : start + size]
-        score = sum(map(_similarity, search, window)) / size
-        if score > best_score:
-            best, best_score = start, score
-    return lines[best : best + size] if best_score >= _SIMILAR_ENOUGH else []
-
-
-def _not_found_message(path: str, lines: list[str], search: list[str]) -> str:
-    message = f"SEARCH block failed to exactly match lines in {path}."
-    fragment = "\n".join(search).strip()
-    containing = [line for line in lines if fragment and fragment in line]
-    if len(search) == 1 and containing:
-        shown = "\n".join(containing[:3])
-        return (
-            f"{message} SEARCH must hold whole lines, and this text is only part of "
-            f"{'this line' if len(containing) == 1 else 'these lines'}; copy whole lines "
-            f"(with enough of them to be unique) into SEARCH:\n{shown}"
-        )
-    similar = _closest_lines(lines, search)
-    if similar:
-        shown = "\n".join(similar)
-        return (
-            f"{message} Did you mean to match some of these actual lines:\n{shown}\n"
-            "The SEARCH text must copy the file's lines exactly, including spacing "
-            "and punctuation."
-        )
-    return (
-        f"{message} No part of the file resembles it; copy the lines to replace exactly "
-        "from the file as you were shown it."
-    )
 
 
 def _numbered(message: str, index: int, total: int) -> str:
@@ -480,16 +309,16 @@ def _replace(
     file = files[path]
     search = _block_lines(edit.search)
     replace = _block_lines(edit.replace)
-    matches = _locate(file.lines, search, replace)
+    matches = locate(file.lines, search, replace)
     regions = written.setdefault(path, [])
     if not matches:
-        if regions and _locate(_File.parse(originals.get(path, "")).lines, search, replace):
+        if regions and locate(_File.parse(originals.get(path, "")).lines, search, replace):
             raise OverlappingEdits(
                 f"This SEARCH block matches lines of {path} that an earlier edit in this "
                 "proposal already changed; merge the overlapping edits into one.",
                 path=path,
             )
-        raise SearchNotFound(_not_found_message(path, file.lines, search), path=path)
+        raise SearchNotFound(not_found_message(path, file.lines, search), path=path)
     if len(matches) > 1:
         raise AmbiguousSearch(
             f"SEARCH block matches {len(matches)} places in {path}, but it must match exactly "
@@ -519,64 +348,3 @@ def _overlaps(start: int, end: int, other_start: int, other_end: int) -> bool:
     if other_start == other_end:  # an earlier deletion left a point; touching it is no overlap
         return start < other_start < end
     return start < other_end and other_start < end
-
-
-# ---------------------------------------------------------------- diffs
-
-
-def unified_diff(before: Mapping[str, str], after: Mapping[str, str]) -> str:
-    """A git-style diff from `before` to `after` (files missing from `before` are new)."""
-    parts = []
-    for path in sorted(after):
-        old = before.get(path)
-        new = after[path]
-        if old == new:
-            continue
-        old_lines = old.splitlines(keepends=True) if old is not None else []
-        new_lines = new.splitlines(keepends=True)
-        header = [f"diff --git a/{path} b/{path}\n"]
-        if old is None:
-            header.append("new file mode 100644\n")
-        body = difflib.unified_diff(
-            old_lines,
-            new_lines,
-            fromfile=f"a/{path}" if old is not None else "/dev/null",
-            tofile=f"b/{path}",
-        )
-        parts.append("".join(header) + "".join(_mark_missing_newlines(body)))
-    return "".join(parts)
-
-
-def _mark_missing_newlines(lines: Iterable[str]) -> list[str]:
-    """git needs the marker after a last line without newline; difflib does not write it."""
-    return [
-        line if line.endswith("\n") else line + "\n\\ No newline at end of file\n" for line in lines
-    ]
-
-
-_HUNK = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
-
-
-def changed_lines(diff: str) -> int:
-    """How many lines a unified diff adds plus how many it removes."""
-    count = 0
-    old_left = new_left = 0
-    for line in diff.splitlines():
-        if old_left > 0 or new_left > 0:
-            if line.startswith("+"):
-                new_left -= 1
-                count += 1
-            elif line.startswith("-"):
-                old_left -= 1
-                count += 1
-            elif line.startswith("\\"):
-                continue
-            else:
-                old_left -= 1
-                new_left -= 1
-            continue
-        hunk = _HUNK.match(line)
-        if hunk:
-            old_left = int(hunk.group(1)) if hunk.group(1) is not None else 1
-            new_left = int(hunk.group(2)) if hunk.group(2) is not None else 1
-    return count

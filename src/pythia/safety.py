@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from .edits import changed_lines, unified_diff
+from .diffs import changed_lines, unified_diff
 from .models import Proposal
 from .redact import PLACEHOLDERS, Finding, find_sensitive, redact
 

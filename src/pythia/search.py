@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
 
 import sqlite_vec
 
-from .index import EmbeddingMismatch, has_vector_table, has_vectors, read_meta
+from .db import Connection
+from .index import EmbeddingMismatch
 from .models import Hit
 from .ports import Embedder
+from .schema import has_vector_table, has_vectors, read_meta
 
 RRF_K = 60
 MMAP_BYTES = 1 << 30
@@ -46,7 +47,7 @@ def fts_query(text: str) -> str:
     return " OR ".join(fts_terms(text))
 
 
-def _informative_terms(conn: Any, terms: list[str]) -> list[str]:
+def _informative_terms(conn: Connection, terms: list[str]) -> list[str]:
     """Drop terms found in at least half the chunks, keeping at least the rarest one.
 
     FTS5's bm25() gives such terms an IDF of 1e-6 (https://sqlite.org/fts5.html, section
@@ -66,7 +67,7 @@ def _informative_terms(conn: Any, terms: list[str]) -> list[str]:
     return kept or [min(terms, key=counts.__getitem__)]
 
 
-def bm25_ranking(conn: Any, query: str, *, limit: int) -> list[tuple[int, float]]:
+def bm25_ranking(conn: Connection, query: str, *, limit: int) -> list[tuple[int, float]]:
     """Chunk ids and BM25 relevance (higher is better), best first."""
     terms = _informative_terms(conn, fts_terms(query))
     if not terms:
@@ -79,7 +80,9 @@ def bm25_ranking(conn: Any, query: str, *, limit: int) -> list[tuple[int, float]
     return [(int(row[0]), -float(row[1])) for row in rows]
 
 
-def vector_ranking(conn: Any, vector: Sequence[float], *, limit: int) -> list[tuple[int, float]]:
+def vector_ranking(
+    conn: Connection, vector: Sequence[float], *, limit: int
+) -> list[tuple[int, float]]:
     """Chunk ids and cosine similarity, nearest first (chunks sharing a vector all listed)."""
     if not has_vector_table(conn):
         return []
@@ -100,7 +103,7 @@ def vector_ranking(conn: Any, vector: Sequence[float], *, limit: int) -> list[tu
     return ranked[:limit]
 
 
-def _map_memory(conn: Any) -> None:
+def _map_memory(conn: Connection) -> None:
     # A KNN query reads every vector through SQLite's pager; memory-mapped I/O spares the
     # copy into the page cache (https://sqlite.org/mmap.html): about 20% off at 50k chunks.
     conn.execute(f"pragma mmap_size = {MMAP_BYTES}")
@@ -117,7 +120,9 @@ def reciprocal_rank_fusion(
     return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
 
 
-def search(conn: Any, query: str, *, k: int = 8, embedder: Embedder | None = None) -> list[Hit]:
+def search(
+    conn: Connection, query: str, *, k: int = 8, embedder: Embedder | None = None
+) -> list[Hit]:
     """The `k` best sections for `query`: hybrid (RRF of BM25 and KNN) when vectors exist.
 
     Scores are BM25 relevance in keyword-only mode and fused RRF scores in hybrid mode;
@@ -143,7 +148,7 @@ def search(conn: Any, query: str, *, k: int = 8, embedder: Embedder | None = Non
     return _hits(conn, fused[:k])
 
 
-def _hits(conn: Any, ranked: Sequence[tuple[int, float]]) -> list[Hit]:
+def _hits(conn: Connection, ranked: Sequence[tuple[int, float]]) -> list[Hit]:
     if not ranked:
         return []
     ids = [chunk_id for chunk_id, _ in ranked]
