@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -292,3 +293,70 @@ def test_a_missing_remote_is_one_clear_error(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q", "lonely")
     with pytest.raises(DataBranchError, match="no git remote 'origin'"):
         DataBranch(tmp_path / "lonely").open()
+
+
+def test_eight_concurrent_saves_lose_nothing(docs_repo: Path) -> None:
+    """Eight runs (a matrix job each, say) save at the same moment: every stream's state and
+    every ledger entry, `/pythia` commands answered included, lands on the branch."""
+    with DataBranch(docs_repo) as data:
+        data.store.save_stream(StreamState(stream="s0", watermark=1))
+        data.save("run 0")
+    runs = [DataBranch(docs_repo, sleep=lambda _seconds: None) for _ in range(8)]
+    for number, run in enumerate(runs):
+        run.open()
+        run.store.save_stream(StreamState(stream=f"s{number}", watermark=100 + number))
+        ledger = run.store.load_ledger()
+        ledger.put(entry("shared", "open", number, pr_number=7, handled_comments=[number]))
+        ledger.put(entry(f"p{number}", "open", number, pr_number=10 + number))
+        run.store.save_ledger(ledger)
+    barrier = threading.Barrier(len(runs))
+    errors: list[BaseException] = []
+
+    def save(run: DataBranch) -> None:
+        barrier.wait()
+        try:
+            run.save(f"run of {run.store.streams()[-1].stream}")
+        except BaseException as error:  # the assertion below shows it
+            errors.append(error)
+
+    workers = [threading.Thread(target=save, args=(run,)) for run in runs]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for run in runs:
+        run.close()
+    assert errors == []
+    for number in range(8):
+        state = json.loads(remote_file(docs_repo, f"state/s{number}.json"))
+        assert state["watermark"] == 100 + number
+    proposals = json.loads(remote_file(docs_repo, "state/ledger.json"))["proposals"]
+    assert sorted(proposals) == sorted(["shared", *(f"p{n}" for n in range(8))])
+    assert proposals["shared"]["handled_comments"] == list(range(8))
+
+
+def test_merging_ledger_entries_keeps_every_answered_command() -> None:
+    ours = entry("x", "open", 2, pr_number=5, handled_comments=[1, 3])
+    theirs = entry("x", "open", 1, pr_number=5, handled_comments=[2, 3], reason="r")
+    merged = merge_ledgers(Ledger(proposals={"x": ours}), Ledger(proposals={"x": theirs}))
+    assert merged.proposals["x"].handled_comments == [1, 2, 3]
+    assert merged.proposals["x"].reason == "r"
+
+
+def test_a_protected_data_branch_is_one_line_and_no_retry(docs_repo: Path) -> None:
+    origin = docs_repo.parent / "origin.git"
+    attempts = docs_repo.parent / "attempts"
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\n"
+        f"echo x >> {attempts}\n"
+        "echo 'GH006: Protected branch update failed for refs/heads/pythia-data.' >&2\n"
+        "exit 1\n"
+    )
+    hook.chmod(0o755)
+    with DataBranch(docs_repo, sleep=lambda _seconds: None) as data:
+        data.store.save_stream(StreamState(stream="tg", watermark=1))
+        with pytest.raises(DataBranchError, match="protected") as raised:
+            data.save("run 0")
+    assert "\n" not in str(raised.value) and "rerun" not in str(raised.value)
+    assert len(attempts.read_text().splitlines()) == 1

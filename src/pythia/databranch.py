@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import random
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +47,18 @@ class DataBranch:
         remote: str = "origin",
         token: str | None = None,
         *,
-        max_attempts: int = 4,
+        max_attempts: int = 12,
+        max_seconds: float = 120.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.repo_path = Path(repo_path)
         self.branch = branch
         self.remote = remote
         self.max_attempts = max_attempts
+        self.max_seconds = max_seconds
+        self._sleep = sleep
+        self._clock = clock
         self.created = False
         self._token = token
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -109,21 +118,30 @@ class DataBranch:
             self._tmp = None
 
     def save(self, message: str) -> bool:
-        """Commit and push what changed; False when nothing did. Retries when another run won."""
+        """Commit and push what changed; False when nothing did.
+
+        When another run pushed first, its state is merged in and the push retried, after a
+        growing, jittered pause (runs of a matrix finish together and would collide again),
+        for at most `max_attempts` tries within `max_seconds`.
+        """
+        deadline = self._clock() + self.max_seconds
         snapshot = self._changes()
-        for _attempt in range(self.max_attempts):
-            if not snapshot:
-                return False
+        attempt = 0
+        while snapshot:
+            attempt += 1
             self._commit(message)
             if self._push():
                 self._remote_sha = self._rev("HEAD")
                 return True
+            if attempt >= self.max_attempts or self._clock() >= deadline:
+                raise DataBranchError(
+                    f"another run kept pushing to '{self.branch}' ({attempt} attempts); "
+                    "this run's state was not saved, rerun it"
+                )
+            self._sleep(min(8.0, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
             self._reapply(snapshot)
             snapshot = self._changes()
-        raise DataBranchError(
-            f"another run kept pushing to '{self.branch}' ({self.max_attempts} attempts); "
-            "this run's state was not saved, rerun it"
-        )
+        return False
 
     # -- git plumbing --
 
@@ -205,7 +223,14 @@ class DataBranch:
             )  # fmt: skip
         except git.GitCommandError as error:
             stderr = str(error.stderr)
-            if any(s in stderr for s in ("stale info", "rejected", "fetch first")):
+            if any(sign in stderr.lower() for sign in _PROTECTED):
+                # A server-side refusal, not a race: retrying cannot help.
+                raise DataBranchError(
+                    f"'{self.branch}' is protected on GitHub ({_last_line(stderr)}); Pythia "
+                    "replaces its commits there, so remove the branch protection rule or "
+                    "ruleset that covers it (Settings > Branches, Settings > Rules)"
+                ) from None
+            if any(sign in stderr for sign in _RACE):
                 log.info("the data branch moved during this run; merging and retrying")
                 return False
             raise DataBranchError(
@@ -229,6 +254,12 @@ class DataBranch:
             # Anything else (the index) is this run's: it was built from the docs this run saw.
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+
+
+# How GitHub (and git servers generally) say a push was refused by policy, not by a race.
+_PROTECTED = ("gh006", "gh013", "protected branch", "pre-receive hook declined")
+# How a lost race reads: the lease saw another push, or the server's ref moved under ours.
+_RACE = ("stale info", "[rejected]", "fetch first", "failed to update ref", "cannot lock ref")
 
 
 def _last_line(text: object) -> str:

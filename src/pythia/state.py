@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MAX_ERROR_CHARS = 300
+MAX_HANDLED_COMMENTS = 50  # `/pythia` comments remembered per proposal, newest kept
 
 ProposalStatus = Literal["open", "waiting", "merged", "rejected", "ignored", "failed"]
 TERMINAL: frozenset[str] = frozenset({"merged", "rejected", "ignored"})
@@ -237,7 +238,8 @@ def merge_stream_states(ours: StreamState, theirs: StreamState) -> StreamState:
 
 
 def merge_ledger_entries(ours: LedgerEntry, theirs: LedgerEntry) -> LedgerEntry:
-    """The stronger status wins, then the newer entry; gaps are filled from the other."""
+    """The stronger status wins, then the newer entry; every field the winner lacks is filled
+    from the other, and the lists (threads, answered commands) are united."""
     rank = (_PRECEDENCE[ours.status], ours.updated_at)
     other_rank = (_PRECEDENCE[theirs.status], theirs.updated_at)
     winner, loser = (ours, theirs) if rank >= other_rank else (theirs, ours)
@@ -245,10 +247,16 @@ def merge_ledger_entries(ours: LedgerEntry, theirs: LedgerEntry) -> LedgerEntry:
     for name in ("pr_number", "evidence_comment_id"):
         if getattr(winner, name) is None and getattr(loser, name) is not None:
             filled[name] = getattr(loser, name)
-    for name in ("branch", "url", "title", "category"):
+    for name in ("branch", "url", "title", "category", "reason", "paths", "sources"):
         if not getattr(winner, name) and getattr(loser, name):
             filled[name] = getattr(loser, name)
+    if winner.status == "waiting" and winner.parked is None and loser.parked is not None:
+        filled["parked"] = loser.parked
+    if not winner.confidence and loser.confidence:
+        filled["confidence"] = loser.confidence
     filled["thread_keys"] = sorted({*winner.thread_keys, *loser.thread_keys})
+    handled = sorted({*winner.handled_comments, *loser.handled_comments})
+    filled["handled_comments"] = handled[-MAX_HANDLED_COMMENTS:]
     filled["created_at"] = min(winner.created_at, loser.created_at)
     return winner.model_copy(update=filled)
 

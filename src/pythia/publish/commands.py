@@ -13,7 +13,7 @@ import git
 from github import GithubException
 
 from ..models import Proposal
-from ..state import Ledger, LedgerEntry, utcnow
+from ..state import MAX_HANDLED_COMMENTS, Ledger, LedgerEntry, utcnow
 from .github import GitHubPublisher
 from .render import fingerprint_in
 
@@ -125,7 +125,11 @@ def handle_comment(
         current = ledger.get(entry.fingerprint) or entry
         ledger.put(
             current.model_copy(
-                update={"handled_comments": [*current.handled_comments, comment_id][-50:]}
+                update={
+                    "handled_comments": [*current.handled_comments, comment_id][
+                        -MAX_HANDLED_COMMENTS:
+                    ]
+                }
             )
         )
     return outcome
