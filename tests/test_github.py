@@ -446,3 +446,33 @@ def test_a_pr_is_built_on_the_base_as_it_is_now_and_never_reverts_later_merges(
     failed = ledger.get(FINGERPRINT)
     assert failed is not None and failed.status == "failed" and failed.parked is None
     assert "no longer apply" in failed.reason
+
+
+def test_a_command_on_a_pr_with_a_copied_marker_touches_nothing(docs_repo: Path) -> None:
+    # Someone copied the fingerprint marker into their own PR #99; a writer's `/pythia ignore`
+    # there must neither close #99 nor bury the real proposal (#42). No API call is needed to
+    # tell: the ledger knows the proposal under #42.
+    ledger = open_ledger()
+    pub = publisher(docs_repo, ledger)
+    event = comment_event("/pythia ignore", "maintainer-ana")
+    event["issue"]["number"] = 99
+    outcome = handle_comment(event, publisher=pub)
+    assert outcome.status == "ignored"
+    assert ledger.proposals[FINGERPRINT].status == "open"
+    assert ledger.proposals[FINGERPRINT].pr_number == 42
+
+
+@pytest.mark.vcr
+def test_a_lost_entry_counts_only_on_a_pythia_branch_of_this_repository(
+    docs_repo: Path, secrets_env: dict[str, str]
+) -> None:
+    ledger = open_ledger()
+    ledger.put(ledger.proposals[FINGERPRINT].model_copy(update={"pr_number": None}))
+    pub = publisher(docs_repo, ledger)
+    fork = comment_event("/pythia explain", "maintainer-ana")
+    fork["issue"]["number"] = 99
+    assert handle_comment(fork, publisher=pub).status == "ignored"
+    assert ledger.proposals[FINGERPRINT].pr_number is None
+    own = handle_comment(comment_event("/pythia explain", "maintainer-ana"), publisher=pub)
+    assert own.status == "done"
+    assert ledger.proposals[FINGERPRINT].pr_number == 42

@@ -112,8 +112,7 @@ def handle_comment(
     command, argument = parsed
     number = int(issue["number"])
     ledger = publisher.ledger
-    fingerprint = fingerprint_in(issue.get("body"))
-    entry = ledger.by_pr(number) or (ledger.get(fingerprint) if fingerprint else None)
+    entry = ledger.by_pr(number) or _lost_entry(publisher, number, issue.get("body"))
     if entry is None:
         return CommandOutcome(status="ignored", command=command)  # not one of Pythia's PRs
     comment_id = comment.get("id")
@@ -133,6 +132,26 @@ def handle_comment(
             )
         )
     return outcome
+
+
+def _lost_entry(publisher: GitHubPublisher, number: int, body: str | None) -> LedgerEntry | None:
+    """The proposal a PR's fingerprint marker names, when the ledger lost which PR it is.
+
+    A marker can be copied into anyone's PR body, so it counts only on a PR from this
+    repository whose head branch has Pythia's prefix, and never for a proposal the ledger
+    knows under another PR number.
+    """
+    fingerprint = fingerprint_in(body)
+    entry = publisher.ledger.get(fingerprint) if fingerprint else None
+    if entry is None or entry.pr_number is not None:
+        return None
+    pr = publisher.repo.get_pull(number)
+    head_repo = pr.head.repo.full_name if pr.head.repo is not None else ""
+    if head_repo != publisher.repository:
+        return None
+    if not pr.head.ref.startswith(publisher.config.branch_prefix):
+        return None
+    return publisher.ledger.put(entry.model_copy(update={"pr_number": number}))
 
 
 def _dispatch(
