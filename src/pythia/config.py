@@ -169,6 +169,9 @@ class Limits(Strict):
     search_k: int = Field(8, ge=1, description="Chunks retrieved per thread.")
     max_edit_retries: int = Field(2, ge=0, le=5, description="Reflections on failed edits.")
     max_changed_lines: int = Field(80, ge=1, description="Bigger proposals are refused.")
+    max_changed_chars: int = Field(
+        20_000, ge=100, description="Proposals changing more characters are refused."
+    )
     time_budget_minutes: float = Field(
         25, gt=0, description="Stop starting new work after this long (keep under the job timeout)."
     )

@@ -42,16 +42,27 @@ _HUNK = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
 
 def changed_lines(diff: str) -> int:
     """How many lines a unified diff adds plus how many it removes."""
-    count = 0
+    return _changed(diff)[0]
+
+
+def changed_chars(diff: str) -> int:
+    """How many characters the lines a unified diff adds or removes hold."""
+    return _changed(diff)[1]
+
+
+def _changed(diff: str) -> tuple[int, int]:
+    count = chars = 0
     old_left = new_left = 0
     for line in diff.splitlines():
         if old_left > 0 or new_left > 0:
             if line.startswith("+"):
                 new_left -= 1
                 count += 1
+                chars += len(line) - 1
             elif line.startswith("-"):
                 old_left -= 1
                 count += 1
+                chars += len(line) - 1
             elif line.startswith("\\"):
                 continue
             else:
@@ -62,4 +73,4 @@ def changed_lines(diff: str) -> int:
         if hunk:
             old_left = int(hunk.group(1)) if hunk.group(1) is not None else 1
             new_left = int(hunk.group(2)) if hunk.group(2) is not None else 1
-    return count
+    return count, chars

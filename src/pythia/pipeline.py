@@ -220,6 +220,7 @@ def _propose_and_publish(
         docs_domains=deps.docs_domains,
         allowed_domains=config.docs.allowed_link_domains,
         max_changed_lines=config.limits.max_changed_lines,
+        max_changed_chars=config.limits.max_changed_chars,
     )
     if problems:
         _skip(report, thread.key, "refused: " + "; ".join(problems))

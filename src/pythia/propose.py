@@ -17,7 +17,7 @@ from .config import Config
 from .edits import EditError, PathPolicy, apply_edits, unified_diff
 from .models import Edit, Evidence, Hit, Proposal, Thread, Verdict
 from .ports import LLM, GenerateRequest
-from .safety import sanitize_for_publishing
+from .safety import clip, sanitize_for_publishing
 from .structured import generate_model, request_for
 from .usage import estimate_tokens
 
@@ -244,7 +244,7 @@ def _proposal(
             message_id=message.id,
             author=message.author,
             sent_at=message.sent_at,
-            quote=_quote(message.text) if config.publish.evidence_quotes else "",
+            quote=quote_of(message.text) if config.publish.evidence_quotes else "",
             permalink=message.permalink,
         )
         for index in dict.fromkeys(reply.evidence)
@@ -279,10 +279,10 @@ def _as_prompt_data(verdict: Verdict) -> Verdict:
     )
 
 
-def _quote(text: str) -> str:
-    flat = " ".join(text.split())
-    clipped = flat if len(flat) <= QUOTE_CHARS else flat[: QUOTE_CHARS - 1] + "…"
-    return sanitize_for_publishing(clipped)
+def quote_of(text: str) -> str:
+    """A message as its evidence quote: redacted and neutralised whole, then clipped on a word
+    boundary (clipping first could cut a token so that no detector sees it)."""
+    return clip(sanitize_for_publishing(" ".join(text.split())), QUOTE_CHARS)
 
 
 def rebase(proposal: Proposal, *, read: Callable[[str], str | None]) -> Proposal:

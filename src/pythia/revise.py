@@ -80,6 +80,7 @@ def revise_proposal(
         docs_domains=docs_domains,
         allowed_domains=config.docs.allowed_link_domains,
         max_changed_lines=config.limits.max_changed_lines,
+        max_changed_chars=config.limits.max_changed_chars,
     )
     if problems:
         return "the revision was refused: " + "; ".join(problems)

@@ -9,10 +9,11 @@ import bisect
 import difflib
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
-from .diffs import changed_lines, unified_diff
+from .diffs import changed_chars, changed_lines, unified_diff
+from .links import defang, domain_allowed, domains, find_links, link_domains
 from .models import Proposal
 from .redact import PLACEHOLDERS, Finding, find_sensitive, redact
 
@@ -29,7 +30,6 @@ __all__ = [
 
 # ---------------------------------------------------------------- neutralising markup
 
-_URL = re.compile(r"(?i)\b(?:https?|ftp)://[^\s<>\"'`]+")
 # GitHub user and team names: letters, digits, single inner hyphens; teams add '_' and '.'.
 _MENTION = re.compile(
     r"(?<![A-Za-z0-9_])@(?P<name>[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38})"
@@ -40,6 +40,13 @@ _MARKUP_DECLARATION = re.compile(r"<(?=[!?])")
 # `[text](javascript:...)`: the escaped bracket makes it plain text instead of a link.
 _SCRIPT_TARGET = re.compile(r"(?i)\]\((?=\s*<?\s*(?:javascript|vbscript|data)\s*:)")
 _ZWJ = "\u200d"
+# GitHub links `#12`, `GH-12` and `owner/repo#12` to issues, and closes the issue when a PR that
+# says "Fixes #12" or "closes https://github.com/o/r/issues/12" merges.
+_ISSUE_REF = re.compile(r"(?<![\w&])#(?=\d)|\bGH(?=-\d)")
+_OWNER_REPO_REF = re.compile(r"\b[\w.-]+/[\w.-]+#(?=\d)")
+_CLOSING_KEYWORD = re.compile(
+    r"(?i)\b(?=(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?):?\s+https?://\S+/(?:issues|pull)/\d)\w"
+)
 # Zero-width and bidirectional control characters: invisible, they can split a token so no
 # detector sees it, or show reviewers text in another order than it is (Trojan Source).
 INVISIBLE = frozenset(
@@ -112,14 +119,23 @@ def _neutralise_markup(piece: str) -> str:
     # `![alt](url)` would load the url in every reader's browser; `!\[` shows it as text.
     piece = piece.replace("![", "!\\[")
     piece = _SCRIPT_TARGET.sub("]\\\\(", piece)
-    urls = [match.span() for match in _URL.finditer(piece)]
-    return _MENTION.sub(
-        lambda m: m.group(0) if _inside(m.start(), urls) else "@" + _ZWJ + m.group(0)[1:], piece
+    piece = _outside_links(_MENTION, piece, lambda found: "@" + _ZWJ + found[1:])
+    for pattern in (_CLOSING_KEYWORD, _OWNER_REPO_REF, _ISSUE_REF):
+        piece = _outside_links(pattern, piece, lambda found: found + _ZWJ)
+    return piece
+
+
+def _outside_links(pattern: re.Pattern[str], text: str, insert: Callable[[str], str]) -> str:
+    """`pattern`'s matches rewritten by `insert`, except inside links (`page#12` stays)."""
+    links = [(link.start, link.end) for link in find_links(text)]
+    return pattern.sub(
+        lambda m: m.group(0) if _inside(m.start(), links) else insert(m.group(0)), text
     )
 
 
 def neutralise(text: str) -> str:
-    """Make chat text inert on GitHub: no @mention pings, no raw HTML, no remote images.
+    """Make chat text inert on GitHub: no @mention pings, no issue links or closing keywords,
+    no raw HTML, no remote images.
 
     A zero-width joiner after '@' stops the ping whatever backticks surround it (wrapping in
     backticks could be undone by an unbalanced backtick in the message). Code spans are left
@@ -130,6 +146,17 @@ def neutralise(text: str) -> str:
     )
 
 
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters on a word boundary, marked with '…'."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "…"
+
+
 def sanitize_for_publishing(text: str) -> str:
     """Drop invisible characters, redact, then neutralise: the one call to make before text
     leaves the run. (A zero-width space inside a token would hide it from every detector.)"""
@@ -137,31 +164,12 @@ def sanitize_for_publishing(text: str) -> str:
 
 
 def defang_links(text: str, *, docs_domains: set[str], allowed_domains: Sequence[str]) -> str:
-    """Links to domains neither the docs nor the config use become inert text
-    (`hxxps://evil[.]example/x`): a PR body must not send readers to a stranger's site."""
-
-    def allowed(domain: str) -> bool:
-        return _domain_allowed(domain, docs_domains=docs_domains, allowed=allowed_domains)
-
-    def url(match: re.Match[str]) -> str:
-        found = match.group(0)
-        host = _host(found.rstrip(".,;:!?)]"))
-        if not host or allowed(host):
-            return found
-        scheme, _, rest = found.partition("://")
-        authority, sep, path = rest.partition("/")
-        return f"{scheme.replace('t', 'x', 2)}://{authority.replace('.', '[.]')}{sep}{path}"
-
-    def bare(match: re.Match[str]) -> str:
-        found = match.group(0)
-        return found if allowed(_normal_domain(found)) else found.replace(".", "[.]")
-
-    return _BARE_WWW.sub(bare, _URL.sub(url, text))
+    """Links to domains neither the docs nor the config use become inert (`links.defang`)."""
+    return defang(text, docs_domains=docs_domains, allowed=allowed_domains)
 
 
 # ---------------------------------------------------------------- proposal rules
 
-_BARE_WWW = re.compile(r"(?i)(?<![\w./-])www\.[a-z0-9-]+(?:\.[a-z0-9-]+)+")
 _DANGEROUS_TAG = re.compile(
     r"(?i)<\s*(script|iframe|object|embed|frame|frameset|base|meta|form|style|link|applet)\b"
 )
@@ -172,46 +180,6 @@ _SCRIPT_LINK = re.compile(
     r"\s*(javascript|vbscript|data)\s*:"
 )
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
-
-
-def _host(url: str) -> str:
-    rest = url.split("://", 1)[1] if "://" in url else url
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    host = authority.rpartition("@")[2]
-    if host.startswith("["):
-        host = host[1 : host.find("]")] if "]" in host else host[1:]
-    else:
-        host = host.split(":", 1)[0]
-    return _normal_domain(host)
-
-
-def _normal_domain(domain: str) -> str:
-    domain = domain.strip().strip(".").lower()
-    return domain[4:] if domain.startswith("www.") else domain
-
-
-def _domains(text: str) -> set[str]:
-    found = {_host(match.group(0).rstrip(".,;:!?)]")) for match in _URL.finditer(text)}
-    found |= {_normal_domain(match.group(0)) for match in _BARE_WWW.finditer(text)}
-    return {domain for domain in found if domain}
-
-
-def link_domains(texts: Iterable[str]) -> set[str]:
-    """The domains the docs already link to (lower case, without 'www.')."""
-    domains: set[str] = set()
-    for text in texts:
-        domains |= _domains(text)
-    return domains
-
-
-def _domain_allowed(domain: str, *, docs_domains: set[str], allowed: Sequence[str]) -> bool:
-    if domain in {_normal_domain(d) for d in docs_domains}:
-        return True
-    for entry in allowed:
-        base = _normal_domain(entry)
-        if base and (domain == base or domain.endswith("." + base)):
-            return True
-    return False
 
 
 def _added_text(before: str | None, after: str) -> str:
@@ -232,7 +200,7 @@ def _mentions(text: str) -> list[str]:
     for live, piece in _live_segments(text):
         if not live:
             continue
-        urls = [match.span() for match in _URL.finditer(piece)]
+        urls = [(link.start, link.end) for link in find_links(piece)]
         found.extend(m.group(0) for m in _MENTION.finditer(piece) if not _inside(m.start(), urls))
     return found
 
@@ -244,6 +212,7 @@ def check_proposal(
     docs_domains: set[str],
     allowed_domains: Sequence[str],
     max_changed_lines: int,
+    max_changed_chars: int = 20_000,
 ) -> list[str]:
     """One sentence per rule the change from `before` to `after` breaks; empty means publishable.
 
@@ -261,8 +230,8 @@ def check_proposal(
                 "controls), which can hide text from reviewers; it is refused."
             )
         reasons.extend(_sensitive_reasons(path, strip_invisible(added), strip_invisible(old_text)))
-        for domain in sorted(_domains(added) - _domains(old_text)):
-            if not _domain_allowed(domain, docs_domains=docs_domains, allowed=allowed_domains):
+        for domain in sorted(domains(added) - domains(old_text)):
+            if not domain_allowed(domain, docs_domains=docs_domains, allowed=allowed_domains):
                 reasons.append(
                     f"The edit to {path} links to {domain}, a domain the docs do not use "
                     "and the config does not allow."
@@ -270,11 +239,18 @@ def check_proposal(
         reasons.extend(_markup_reasons(path, added, old_text))
     changed = {path: text for path, text in after.items() if before.get(path) != text}
     old = {path: before[path] for path in changed if path in before}
-    count = changed_lines(unified_diff(old, changed))
+    diff = unified_diff(old, changed)
+    count = changed_lines(diff)
     if count > max_changed_lines:
         reasons.append(
             f"The proposal changes {count} lines, more than the limit of {max_changed_lines}; "
             "a smaller, focused edit is needed."
+        )
+    chars = changed_chars(diff)
+    if chars > max_changed_chars:
+        reasons.append(
+            f"The proposal changes {chars} characters, more than the limit of "
+            f"{max_changed_chars}; a smaller, focused edit is needed."
         )
     return reasons
 
@@ -343,7 +319,7 @@ def defang_proposal(
     edits (which `check_proposal` already holds to known domains)."""
 
     def inert(text: str) -> str:
-        return defang_links(text, docs_domains=docs_domains, allowed_domains=allowed_domains)
+        return defang(text, docs_domains=docs_domains, allowed=allowed_domains)
 
     return replace(
         proposal,

@@ -9,6 +9,7 @@ from dataclasses import replace
 import jinja2
 
 from ..models import Evidence, Proposal
+from ..safety import clip
 
 MAX_BODY_CHARS = 60_000
 MAX_QUOTE_CHARS = 500
@@ -31,7 +32,7 @@ def fingerprint_in(body: str | None) -> str | None:
 def _short(evidence: Sequence[Evidence]) -> list[Evidence]:
     return [
         replace(
-            e, quote=e.quote if len(e.quote) <= MAX_QUOTE_CHARS else e.quote[:MAX_QUOTE_CHARS] + "…"
+            e, quote=clip(e.quote, MAX_QUOTE_CHARS)
         )
         for e in evidence
     ]
