@@ -143,3 +143,18 @@ def test_bad_secret_is_a_readable_error() -> None:
     with pytest.raises(ConfigError) as caught:
         Secrets.from_env({"TELEGRAM_API_ID": "not-a-number"})
     assert caught.value.problems[0].startswith("env.telegram_api_id:")
+
+
+def load_problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value.problems
+
+
+def test_an_invalid_ignore_pattern_is_refused_with_its_position() -> None:
+    problems = problems_of({"prefilter": {"ignore_patterns": ["^ok$", "(unclosed"]}})
+    assert problems == [
+        "prefilter.ignore_patterns[1]: '(unclosed' is not a valid regular expression "
+        "(missing ), unterminated subpattern at position 0); fix the pattern or remove it"
+    ]
+

@@ -5,13 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 DEFAULT_CONFIG_PATH = Path(".github/pythia.yml")
 
@@ -174,10 +183,25 @@ class Limits(Strict):
     )
 
 
+def _compiles(pattern: str) -> str:
+    """A pattern the prefilter can use; checked here so `validate` catches what `run` would."""
+    try:
+        re.compile(pattern, re.IGNORECASE)
+    except re.error as error:
+        raise ValueError(
+            f"'{pattern}' is not a valid regular expression ({error}); "
+            "fix the pattern or remove it"
+        ) from None
+    return pattern
+
+
+Regex = Annotated[str, AfterValidator(_compiles)]
+
+
 class Prefilter(Strict):
     min_chars: int = Field(25, ge=0, description="Threads with less text are dropped.")
     ignore_bots: bool = Field(True, description="Drop messages sent by bots.")
-    ignore_patterns: list[str] = Field(
+    ignore_patterns: list[Regex] = Field(
         default_factory=lambda: [
             r"^\s*(hi|hello|hey|thanks|thank you|thx|ty|ok|okay|\+1|lol|gm|bye)[\s!.]*$"
         ],
