@@ -211,3 +211,22 @@ def test_the_same_key_in_different_mappings_is_fine(tmp_path: Path) -> None:
     )
     assert [stream.id for stream in load_config(path).streams] == ["a", "b"]
 
+
+@pytest.mark.parametrize(
+    ("root", "problem"),
+    [
+        ("../../etc", "'../../etc' is outside the repository"),
+        ("docs/../../x", "'docs/../../x' is outside the repository"),
+        ("/etc", "'/etc' is an absolute path"),
+        ("C:\\docs", "'C:\\docs' is an absolute path"),
+    ],
+)
+def test_docs_root_must_stay_inside_the_repository(root: str, problem: str) -> None:
+    assert problems_of({"docs": {"root": root}}) == [
+        f"docs.root: {problem}; use a folder relative to the repository root, like 'docs'"
+    ]
+
+
+@pytest.mark.parametrize("root", [".", "docs", "./site/docs", "docs/../site", "docs/"])
+def test_docs_root_inside_the_repository_is_kept(root: str) -> None:
+    assert parse_config({"docs": {"root": root}}).docs.root == root

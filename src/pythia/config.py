@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Mapping
 from datetime import date, datetime
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -61,6 +61,22 @@ class Docs(Strict):
         default_factory=list,
         description="Domains new links may point to, besides those the docs already use.",
     )
+
+    @field_validator("root")
+    @classmethod
+    def _inside_repository(cls, root: str) -> str:
+        fix = "use a folder relative to the repository root, like 'docs'"
+        if root.startswith(("/", "\\")) or PureWindowsPath(root).drive:
+            raise ValueError(f"'{root}' is an absolute path; {fix}")
+        depth = 0
+        for part in root.replace("\\", "/").split("/"):
+            if part == "..":
+                depth -= 1
+                if depth < 0:
+                    raise ValueError(f"'{root}' is outside the repository; {fix}")
+            elif part not in ("", "."):
+                depth += 1
+        return root
 
 
 class StreamBase(Strict):
