@@ -230,3 +230,29 @@ def test_docs_root_must_stay_inside_the_repository(root: str, problem: str) -> N
 @pytest.mark.parametrize("root", [".", "docs", "./site/docs", "docs/../site", "docs/"])
 def test_docs_root_inside_the_repository_is_kept(root: str) -> None:
     assert parse_config({"docs": {"root": root}}).docs.root == root
+
+
+@pytest.mark.parametrize(
+    ("publish", "why"),
+    [
+        (
+            {"data_branch": "release", "base_branch": "release"},
+            "'release' is also publish.base_branch",
+        ),
+        ({"data_branch": "main"}, "'main' is a usual default branch name"),
+        (
+            {"data_branch": "master", "base_branch": "develop"},
+            "'master' is a usual default branch name",
+        ),
+    ],
+)
+def test_the_data_branch_must_not_be_a_branch_people_use(publish: dict[str, str], why: str) -> None:
+    assert problems_of({"publish": publish}) == [
+        f"publish.data_branch: {why}, and the bot force-pushes the data branch; "
+        "give it a name of its own, like 'pythia-data'"
+    ]
+
+
+def test_a_data_branch_of_its_own_is_kept() -> None:
+    publish = parse_config({"publish": {"data_branch": "docs-bot", "base_branch": "main"}}).publish
+    assert publish.data_branch == "docs-bot"

@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -224,6 +225,10 @@ class Prefilter(Strict):
     )
 
 
+# The data branch is force-pushed; pointing it at a branch people work on would erase their work.
+COMMON_DEFAULT_BRANCHES = frozenset({"main", "master"})
+
+
 class Publish(Strict):
     draft: bool = Field(True, description="Open PRs as drafts.")
     labels: list[str] = Field(default_factory=lambda: ["pythia"], description="Labels on PRs.")
@@ -235,6 +240,20 @@ class Publish(Strict):
     evidence_quotes: bool = Field(True, description="Quote (redacted) messages in PR bodies.")
     dashboard: bool = Field(True, description="Keep a 'Pythia dashboard' issue up to date.")
     min_confidence: float = Field(0.5, ge=0, le=1, description="Less confident proposals wait.")
+
+    @field_validator("data_branch")
+    @classmethod
+    def _branch_of_its_own(cls, branch: str, info: ValidationInfo) -> str:
+        if branch and branch == info.data.get("base_branch"):
+            why = f"'{branch}' is also publish.base_branch"
+        elif branch in COMMON_DEFAULT_BRANCHES:
+            why = f"'{branch}' is a usual default branch name"
+        else:
+            return branch
+        raise ValueError(
+            f"{why}, and the bot force-pushes the data branch; "
+            "give it a name of its own, like 'pythia-data'"
+        )
 
 
 class Privacy(Strict):
