@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -11,6 +12,7 @@ from pythia.classify import batches, classify, prefilter
 from pythia.config import parse_config
 from pythia.models import Message, Thread, Usage
 from pythia.ports import Generation
+from pythia.threads import next_watermark, ready_threads, trim_thread
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 CONFIG = parse_config({"project": {"name": "Kestrel"}})
@@ -154,3 +156,49 @@ def test_an_outage_keeps_the_verdicts_of_batches_already_done() -> None:
     assert len(result.verdicts) == 1
     assert result.stopped == "Gemini kept answering 503"
     assert result.failed == {}
+
+
+# --- prompt size ------------------------------------------------------------------------------
+
+
+def long_thread(count: int, *, first_id: int = 1) -> Thread:
+    texts = [
+        f"Step {n} of the remote cache setup still fails with error E{n}" for n in range(count)
+    ]
+    return thread(first_id, *texts)
+
+
+def test_ready_threads_cut_long_threads_but_still_cover_every_message() -> None:
+    settings = parse_config({"threads": {"max_messages": 10, "max_message_chars": 300}}).threads
+    messages = list(long_thread(120).messages)
+    messages[-1] = replace(messages[-1], text="z" * 5000)
+    later = T0 + timedelta(days=1)
+    _, [ready] = ready_threads(messages, done=set(), now=later, settings=settings)
+    shown = ready.messages
+    assert [m.id for m in shown] == [1, 2, *range(113, 121)]  # the opening and the latest
+    assert shown[2].text.startswith("[… 110 earlier messages omitted …]\n")
+    assert set(ready.message_ids) == {m.id for m in messages}  # recorded as one thread
+    assert next_watermark([m.id for m in messages], done=set(ready.message_ids), watermark=0) == 120
+    assert ready.key == f"s:{messages[0].id}"
+    assert all(len(m.text) <= 300 for m in shown if m is not shown[2])
+    assert "[… message cut …]" in shown[-1].text
+
+
+def test_trimming_a_trimmed_thread_again_counts_every_omission_once() -> None:
+    once = trim_thread(long_thread(120), max_messages=20, max_message_chars=2000)
+    twice = trim_thread(once, max_messages=5, max_message_chars=2000)
+    assert set(twice.message_ids) == set(range(1, 121))
+    assert [m.id for m in twice.messages] == [1, 117, 118, 119, 120]
+    assert twice.messages[1].text.startswith("[… 115 earlier messages omitted …]\n")
+    assert sum("omitted" in m.text for m in twice.messages) == 1
+    assert trim_thread(twice, max_messages=5, max_message_chars=2000) == twice
+
+
+def test_context_yields_first_when_a_thread_is_at_its_size() -> None:
+    earlier = long_thread(5).messages
+    main = long_thread(8, first_id=10)
+    with_context = Thread(stream="s", messages=main.messages, context=earlier)
+    trimmed = trim_thread(with_context, max_messages=10, max_message_chars=2000)
+    assert trimmed.messages == main.messages
+    assert [m.id for m in trimmed.context] == [4, 5]  # the two nearest the thread
+    assert trim_thread(with_context, max_messages=13, max_message_chars=2000) is with_context

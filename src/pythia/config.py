@@ -151,6 +151,12 @@ class Threads(Strict):
     settle_minutes: int = Field(60, ge=0, description="A thread is judged once this quiet.")
     context_messages: int = Field(3, ge=0, description="Earlier messages shown as context.")
     max_failures: int = Field(3, ge=1, description="Failures before a thread is given up.")
+    max_messages: int = Field(
+        50, ge=2, description="Messages of one thread a model sees; the first and latest are kept."
+    )
+    max_message_chars: int = Field(
+        2000, ge=100, description="Longer messages are cut to this many characters for a model."
+    )
 
 
 class Price(Strict):
