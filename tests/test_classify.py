@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from doubles import ScriptedLLM
-from pythia.classify import batches, classify, prefilter
+from doubles import FunctionLLM, ScriptedLLM
+from pythia.classify import batches, classify, estimate_tokens, prefilter
 from pythia.config import parse_config
 from pythia.models import Message, Thread, Usage
-from pythia.ports import Generation
+from pythia.ports import GenerateRequest, Generation
+from pythia.threads import next_watermark, ready_threads, trim_thread
+from pythia.usage import UsageMeter
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 CONFIG = parse_config({"project": {"name": "Kestrel"}})
@@ -154,3 +158,141 @@ def test_an_outage_keeps_the_verdicts_of_batches_already_done() -> None:
     assert len(result.verdicts) == 1
     assert result.stopped == "Gemini kept answering 503"
     assert result.failed == {}
+
+
+# --- prompt size ------------------------------------------------------------------------------
+
+
+def prompt_tokens(request: GenerateRequest) -> int:
+    return estimate_tokens(request.system) + estimate_tokens(request.prompt)
+
+
+def long_thread(count: int, *, first_id: int = 1) -> Thread:
+    texts = [
+        f"Step {n} of the remote cache setup still fails with error E{n}" for n in range(count)
+    ]
+    return thread(first_id, *texts)
+
+
+def answer_every_conversation(request: GenerateRequest) -> str:
+    ids = re.findall(r'<conversation id="(T\d+)">', request.prompt)
+    return json.dumps({"verdicts": [verdict(thread_id) for thread_id in ids]})
+
+
+def test_a_thread_of_100k_messages_is_one_bounded_call_keeping_its_start_and_end() -> None:
+    huge = long_thread(100_000)
+    llm = FunctionLLM(answer_every_conversation)
+    result = classify([huge], config=CONFIG, llm=llm)
+    assert list(result.verdicts) == [huge.key]
+    [request] = llm.requests
+    assert prompt_tokens(request) <= CONFIG.limits.classify_batch_tokens
+    prompt = request.prompt
+    assert "fails with error E0\n" in prompt  # the opening question
+    assert "fails with error E99999\n" in prompt  # the latest message
+    assert "[… 99,950 earlier messages omitted …]" in prompt
+    assert prompt.count("<message ") == CONFIG.threads.max_messages
+
+
+def test_a_1mb_message_is_cut_before_any_call() -> None:
+    big = thread(1, "My build log:\n" + "x" * 1_000_000 + "\nerror: cache key mismatch")
+    llm = FunctionLLM(answer_every_conversation)
+    result = classify([big], config=CONFIG, llm=llm)
+    assert list(result.verdicts) == [big.key]
+    [request] = llm.requests
+    assert prompt_tokens(request) <= 2_000
+    assert "My build log:" in request.prompt and "error: cache key mismatch" in request.prompt
+    assert "[… message cut …]" in request.prompt
+
+
+def test_no_batch_passes_the_token_cap_even_when_threads_must_be_cut_to_fit() -> None:
+    tight = parse_config({"limits": {"classify_batch_tokens": 2000}})
+    threads = [long_thread(size, first_id=1000 * n) for n, size in enumerate([1, 3, 40, 7, 60])]
+    threads.append(thread(9000, "A long one: " + "y" * 50_000))
+
+    def answer_once_short(request: GenerateRequest) -> str:
+        # Leave one verdict out of every batch's answer, so the ask-again calls happen too.
+        ids = re.findall(r'<conversation id="(T\d+)">', request.prompt)
+        if len(ids) > 1:
+            ids = ids[1:]
+        return json.dumps({"verdicts": [verdict(thread_id) for thread_id in ids]})
+
+    llm = FunctionLLM(answer_once_short)
+    result = classify(threads, config=tight, llm=llm)
+    assert sorted(result.verdicts) == sorted(t.key for t in threads)
+    assert llm.calls("classify") > 2
+    for request in llm.requests:
+        assert prompt_tokens(request) <= 2000
+
+
+def test_ready_threads_cut_long_threads_but_still_cover_every_message() -> None:
+    settings = parse_config({"threads": {"max_messages": 10, "max_message_chars": 300}}).threads
+    messages = list(long_thread(120).messages)
+    messages[-1] = replace(messages[-1], text="z" * 5000)
+    later = T0 + timedelta(days=1)
+    _, [ready] = ready_threads(messages, done=set(), now=later, settings=settings)
+    shown = ready.messages
+    assert [m.id for m in shown] == [1, 2, *range(113, 121)]  # the opening and the latest
+    assert shown[2].text.startswith("[… 110 earlier messages omitted …]\n")
+    assert set(ready.message_ids) == {m.id for m in messages}  # recorded as one thread
+    assert next_watermark([m.id for m in messages], done=set(ready.message_ids), watermark=0) == 120
+    assert ready.key == f"s:{messages[0].id}"
+    assert all(len(m.text) <= 300 for m in shown if m is not shown[2])
+    assert "[… message cut …]" in shown[-1].text
+
+
+def test_trimming_a_trimmed_thread_again_counts_every_omission_once() -> None:
+    once = trim_thread(long_thread(120), max_messages=20, max_message_chars=2000)
+    twice = trim_thread(once, max_messages=5, max_message_chars=2000)
+    assert set(twice.message_ids) == set(range(1, 121))
+    assert [m.id for m in twice.messages] == [1, 117, 118, 119, 120]
+    assert twice.messages[1].text.startswith("[… 115 earlier messages omitted …]\n")
+    assert sum("omitted" in m.text for m in twice.messages) == 1
+    assert trim_thread(twice, max_messages=5, max_message_chars=2000) == twice
+
+
+def test_context_yields_first_when_a_thread_is_at_its_size() -> None:
+    earlier = long_thread(5).messages
+    main = long_thread(8, first_id=10)
+    with_context = Thread(stream="s", messages=main.messages, context=earlier)
+    trimmed = trim_thread(with_context, max_messages=10, max_message_chars=2000)
+    assert trimmed.messages == main.messages
+    assert [m.id for m in trimmed.context] == [4, 5]  # the two nearest the thread
+    assert trim_thread(with_context, max_messages=13, max_message_chars=2000) is with_context
+
+
+def test_a_call_that_would_pass_the_run_token_cap_stops_classification_keeping_verdicts() -> None:
+    small = parse_config({"limits": {"classify_batch_messages": 1, "max_tokens": 3000}})
+    meter = UsageMeter.from_config(small)
+
+    class MeteredLLM(FunctionLLM):
+        """Checks the caps before a call with the prompt's size and bills it, as Gemini does."""
+
+        def generate(self, request: GenerateRequest) -> Generation:
+            meter.check(prompt_tokens(request))
+            meter.record(request.stage, request.model, Usage(input_tokens=prompt_tokens(request)))
+            self.requests.append(request)
+            return Generation(text=self.answer(request), usage=Usage())
+
+    forty, thirty = long_thread(40), long_thread(30, first_id=100)
+    llm = MeteredLLM(answer_every_conversation)
+    result = classify([thirty, forty], config=small, llm=llm)
+    assert list(result.verdicts) == [forty.key]  # about 2,100 tokens; 1,700 more would not fit
+    assert meter.tokens <= 3000
+    assert result.stopped is not None and "limits.max_tokens" in result.stopped
+    assert result.failed == {}
+
+
+def test_a_prompt_too_big_for_any_conversation_stops_without_a_call_or_a_failure() -> None:
+    wordy = parse_config(
+        {"project": {"description": "word " * 1000}, "limits": {"classify_batch_tokens": 1000}}
+    )
+    llm = FunctionLLM(answer_every_conversation)
+    only = thread(1, "How do I pin a task to one CPU core?")
+    result = classify([only], config=wordy, llm=llm)
+    assert llm.requests == []
+    assert result.verdicts == {} and result.failed == {}
+    assert result.stopped is not None
+    assert result.stopped.startswith("The classify prompt alone takes about ")
+    assert result.stopped.endswith(
+        "of the 1000 tokens of limits.classify_batch_tokens, so no conversation fits; raise it."
+    )

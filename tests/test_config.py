@@ -143,3 +143,116 @@ def test_bad_secret_is_a_readable_error() -> None:
     with pytest.raises(ConfigError) as caught:
         Secrets.from_env({"TELEGRAM_API_ID": "not-a-number"})
     assert caught.value.problems[0].startswith("env.telegram_api_id:")
+
+
+def load_problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value.problems
+
+
+def test_an_invalid_ignore_pattern_is_refused_with_its_position() -> None:
+    problems = problems_of({"prefilter": {"ignore_patterns": ["^ok$", "(unclosed"]}})
+    assert problems == [
+        "prefilter.ignore_patterns[1]: '(unclosed' is not a valid regular expression "
+        "(missing ), unterminated subpattern at position 0); fix the pattern or remove it"
+    ]
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "pythia.yml"
+    path.write_bytes("project:\n  name: Caf\u00e9\n".encode("latin-1"))
+    assert load_problems(path) == [
+        f"{path}: is not UTF-8 text (byte 0xe9 at position 20); save the file as UTF-8"
+    ]
+
+
+def test_an_impossible_date_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "pythia.yml"
+    path.write_text(
+        "streams:\n  - id: a\n    kind: export\n    path: x.jsonl\n    start: 2026-13-45\n"
+    )
+    assert load_problems(path) == [
+        f"{path}: line 5: 2026-13-45 is not a real date (month must be in 1..12); "
+        "write an existing date as YYYY-MM-DD"
+    ]
+
+
+def test_deeply_nested_yaml_is_refused_without_recursing(tmp_path: Path) -> None:
+    path = tmp_path / "pythia.yml"
+    path.write_text("categories: " + "[" * 10_000 + "]" * 10_000 + "\n")
+    assert load_problems(path) == [
+        f"{path}: line 1: the YAML is nested more than 50 levels deep; "
+        "a Pythia config needs only a few levels"
+    ]
+
+
+def test_a_duplicate_key_names_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "pythia.yml"
+    path.write_text("docs:\n  root: docs\npublish:\n  draft: true\n  draft: false\n")
+    assert load_problems(path) == [
+        f"{path}: line 5: the key 'draft' appears twice in the same mapping (first on line 4); "
+        "keep only one"
+    ]
+    path.write_text("docs: {root: docs}\nstreams: []\ndocs: {root: site}\n")
+    assert load_problems(path) == [
+        f"{path}: line 3: the key 'docs' appears twice in the same mapping (first on line 1); "
+        "keep only one"
+    ]
+
+
+def test_the_same_key_in_different_mappings_is_fine(tmp_path: Path) -> None:
+    path = tmp_path / "pythia.yml"
+    path.write_text(
+        "streams:\n"
+        "  - {id: a, kind: export, path: a.jsonl}\n"
+        "  - {id: b, kind: export, path: b.jsonl}\n"
+        "models:\n  prices:\n    m1: {input: 1, output: 2}\n    m2: {input: 1, output: 2}\n"
+    )
+    assert [stream.id for stream in load_config(path).streams] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("root", "problem"),
+    [
+        ("../../etc", "'../../etc' is outside the repository"),
+        ("docs/../../x", "'docs/../../x' is outside the repository"),
+        ("/etc", "'/etc' is an absolute path"),
+        ("C:\\docs", "'C:\\docs' is an absolute path"),
+    ],
+)
+def test_docs_root_must_stay_inside_the_repository(root: str, problem: str) -> None:
+    assert problems_of({"docs": {"root": root}}) == [
+        f"docs.root: {problem}; use a folder relative to the repository root, like 'docs'"
+    ]
+
+
+@pytest.mark.parametrize("root", [".", "docs", "./site/docs", "docs/../site", "docs/"])
+def test_docs_root_inside_the_repository_is_kept(root: str) -> None:
+    assert parse_config({"docs": {"root": root}}).docs.root == root
+
+
+@pytest.mark.parametrize(
+    ("publish", "why"),
+    [
+        (
+            {"data_branch": "release", "base_branch": "release"},
+            "'release' is also publish.base_branch",
+        ),
+        ({"data_branch": "main"}, "'main' is a usual default branch name"),
+        (
+            {"data_branch": "master", "base_branch": "develop"},
+            "'master' is a usual default branch name",
+        ),
+    ],
+)
+def test_the_data_branch_must_not_be_a_branch_people_use(publish: dict[str, str], why: str) -> None:
+    assert problems_of({"publish": publish}) == [
+        f"publish.data_branch: {why}, and the bot force-pushes the data branch; "
+        "give it a name of its own, like 'pythia-data'"
+    ]
+
+
+def test_a_data_branch_of_its_own_is_kept() -> None:
+    publish = parse_config({"publish": {"data_branch": "docs-bot", "base_branch": "main"}}).publish
+    assert publish.data_branch == "docs-bot"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -133,3 +134,76 @@ def test_flatten_text_rejects_unknown_parts() -> None:
     assert flatten_text(["a ", {"type": "bold", "text": "b"}]) == "a b"
     assert flatten_text([1]) is None
     assert flatten_text(None) is None
+
+
+JSONL_LINE = '{"id": %s, "author": "a", "date": "2026-03-09T10:00:00Z", "text": "hi"%s}\n'
+
+
+def test_a_jsonl_export_with_a_utf8_bom_reads(tmp_path: Path) -> None:
+    path = tmp_path / "chat.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (JSONL_LINE % (1, "")).encode())
+    assert [m.id for m in source(path, start="oldest").fetch(None)] == [1]
+
+
+def test_a_telegram_export_with_a_utf8_bom_reads(tmp_path: Path) -> None:
+    path = tmp_path / "result.json"
+    path.write_bytes(b"\xef\xbb\xbf" + SAMPLE_CHAT.read_bytes())
+    assert len(list(source(path, start="oldest").fetch(None))) == 39
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (
+            [JSONL_LINE % (1, ""), JSONL_LINE % (2**80, "")],
+            re.escape(
+                "line 2: 'id' is 1208925819614629174706176, larger than any message id can be "
+                "(at most 9223372036854775807); fix or remove this message"
+            )
+            + "$",
+        ),
+        (
+            [JSONL_LINE % (1, f', "reply_to": {2**63}')],
+            "line 1: 'reply_to' is 9223372036854775808, larger than any message id can be",
+        ),
+        ([JSONL_LINE % ("1" * 5000, "")], r"line 1: not valid JSON \(a number is too long\)"),
+        (["[" * 100_000 + "]" * 100_000 + "\n"], r"line 1: not valid JSON \(nested too deeply\)"),
+    ],
+)
+def test_absurd_jsonl_values_are_one_line_naming_file_and_line(
+    tmp_path: Path, lines: list[str], expected: str
+) -> None:
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(lines), encoding="utf-8")
+    with pytest.raises(ExportError, match=rf"^{re.escape(str(path))}: {expected}") as raised:
+        list(source(path, start="oldest").fetch(None))
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ({"id": 2**80}, r"messages\[0\]: 'id' is 1208925819614629174706176, larger than any"),
+        (
+            {"id": 1, "reply_to_message_id": 2**64},
+            r"messages\[0\] \(id 1\): 'reply_to_message_id' is 18446744073709551616, larger",
+        ),
+        (
+            {"id": 1, "date_unixtime": "99999999999999999"},
+            r"messages\[0\] \(id 1\): 'date_unixtime' 99999999999999999 is not a possible time",
+        ),
+        (
+            {"id": 1, "date": "9999-12-31T23:59:59-05:00"},
+            r"messages\[0\] \(id 1\) has no valid 'date_unixtime' or ISO-8601 'date'",
+        ),
+    ],
+)
+def test_absurd_telegram_values_are_one_line_naming_the_file(
+    tmp_path: Path, message: dict[str, object], expected: str
+) -> None:
+    item = {"type": "message", "date": "2026-03-09T10:00:00", "from_id": "user1", "text": "hi"}
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"messages": [{**item, **message}]}), encoding="utf-8")
+    with pytest.raises(ExportError, match=rf"^{re.escape(str(path))}: {expected}") as raised:
+        list(source(path, start="oldest").fetch(None))
+    assert "\n" not in str(raised.value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -243,6 +244,19 @@ def test_no_call_is_made_once_the_budget_is_exhausted(
 
     with pytest.raises(BudgetExhausted, match=r"limits\.max_llm_calls"):
         gemini.llm.generate(CLASSIFY)
+
+
+@pytest.mark.vcr  # no cassette: any HTTP request would fail the test
+def test_no_call_is_made_when_its_prompt_would_pass_the_token_cap(
+    sdk_env: dict[str, str], sleeps: Sleeps
+) -> None:
+    meter = UsageMeter(max_tokens=1000)
+    gemini = build(meter, sleeps)
+    huge = replace(CLASSIFY, prompt="x" * 4000)
+
+    with pytest.raises(BudgetExhausted, match=r"needs about 1\d\d\d tokens but only 1000"):
+        gemini.llm.generate(huge)
+    assert meter.llm_calls == 0
 
 
 # --- embeddings -------------------------------------------------------------------------------

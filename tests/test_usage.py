@@ -156,3 +156,17 @@ def test_limiter_reads_its_limits_from_config() -> None:
     limiter = RateLimiter.from_config(config)
 
     assert (limiter.requests_per_minute, limiter.tokens_per_minute) == (7, 9000)
+
+
+def test_a_call_that_would_pass_the_token_cap_is_refused_before_it_is_made() -> None:
+    meter = UsageMeter(max_tokens=10_000)
+    meter.record("classify", "m", Usage(9000, 0, 0))
+    meter.check(1000)  # exactly fits
+
+    with pytest.raises(BudgetExhausted) as caught:
+        meter.check(1001)
+    assert str(caught.value) == (
+        "The next call needs about 1001 tokens but only 1000 of the run's 10000 "
+        "(limits.max_tokens) are left, so it started no new work and saved what it had done."
+    )
+    assert not meter.exhausted  # smaller calls may still go

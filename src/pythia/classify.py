@@ -1,4 +1,9 @@
-"""Settled threads to verdicts: a cheap prefilter, then batched structured LLM calls."""
+"""Settled threads to verdicts: a cheap prefilter, then batched structured LLM calls.
+
+No call is bigger than `limits.classify_batch_tokens`: a thread too big for one call is cut
+down (threads.trim_thread) until it fits, and batches are packed by the size of the prompt
+they render to.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +11,31 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from . import prompts
 from .config import Config
 from .models import Message, Thread, Verdict
-from .ports import LLM, LLMUnavailable, MalformedReply, one_line
+from .ports import LLM, GenerateRequest, LLMUnavailable, MalformedReply, one_line
 from .structured import generate_model, request_for
-from .usage import estimate_tokens
+from .threads import trim_thread
+from .usage import BudgetExhausted, estimate_tokens
 
 log = logging.getLogger(__name__)
+
+_ANY_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+# Room kept in every call for the schema errors structured.retry_prompt appends (at most
+# MAX_ERRORS_SHOWN short lines), so a retried call stays within the cap as well.
+RETRY_RESERVE_TOKENS = 300
+# Cutting a thread down to fit one call stops at two messages of this many characters.
+MIN_FIT_CHARS = 200
+# Room for conversation ids longer than the "T1" a thread is measured with.
+ID_RESERVE_CHARS = 8
 
 
 class ThreadVerdict(BaseModel):
@@ -58,18 +76,26 @@ def prefilter(thread: Thread, config: Config) -> Thread | None:
     kept = tuple(message for message in thread.messages if not noise(message))
     if not kept or sum(len(message.text.strip()) for message in kept) < rules.min_chars:
         return None
-    return Thread(stream=thread.stream, messages=kept, context=thread.context)
+    return thread if kept == thread.messages else replace(thread, messages=kept)
 
 
-def batches(threads: Sequence[Thread], *, max_messages: int, max_tokens: int) -> list[list[Thread]]:
+def batches(
+    threads: Sequence[Thread],
+    *,
+    max_messages: int,
+    max_tokens: int,
+    cost: Callable[[Thread], int] | None = None,
+) -> list[list[Thread]]:
     """First-fit-decreasing packing of threads into as few calls as the caps allow.
 
     The message cap counts the messages to judge; context messages count towards tokens only.
+    `cost` is a thread's share of a prompt in tokens (by default, a rough count of its text).
     """
+    measure = cost or _tokens
+    sizes = {id(thread): (len(thread.messages), measure(thread)) for thread in threads}
     bins: list[tuple[list[Thread], int, int]] = []
-    for thread in sorted(threads, key=_size, reverse=True):
-        count = len(thread.messages)
-        tokens = _tokens(thread)
+    for thread in sorted(threads, key=lambda t: sizes[id(t)], reverse=True):
+        count, tokens = sizes[id(thread)]
         for position, (members, used_messages, used_tokens) in enumerate(bins):
             if used_messages + count <= max_messages and used_tokens + tokens <= max_tokens:
                 bins[position] = ([*members, thread], used_messages + count, used_tokens + tokens)
@@ -78,10 +104,6 @@ def batches(threads: Sequence[Thread], *, max_messages: int, max_tokens: int) ->
             bins.append(([thread], count, tokens))
     # Keep conversations in chat order inside a call; it reads more naturally to the model.
     return [sorted(members, key=lambda t: (t.stream, t.first_id)) for members, _, _ in bins]
-
-
-def _size(thread: Thread) -> tuple[int, int]:
-    return (len(thread.messages), _tokens(thread))
 
 
 def _tokens(thread: Thread) -> int:
@@ -107,11 +129,29 @@ def classify(
         else:
             candidates.append(kept)
             original[kept.key] = thread.key
-    limits = config.limits
+    size = PromptSize(config, repo_root)
+    cap = config.limits.classify_batch_tokens
+    if size.room < size.smallest_thread:
+        result.stopped = (
+            f"The classify prompt alone takes about {size.fixed} of the "
+            f"{cap} tokens of limits.classify_batch_tokens, so no conversation fits; raise it."
+        )
+        candidates = []
+    shown = []
+    for thread in candidates:
+        fitted = fit_thread(thread, config=config, max_tokens=size.room, cost=size.of)
+        if fitted is None:
+            result.failed[thread.key] = (
+                f"even cut down to two short messages the conversation does not fit "
+                f"limits.classify_batch_tokens ({cap}); raise it"
+            )
+        else:
+            shown.append(fitted)
     for batch in batches(
-        candidates,
-        max_messages=limits.classify_batch_messages,
-        max_tokens=limits.classify_batch_tokens,
+        shown,
+        max_messages=config.limits.classify_batch_messages,
+        max_tokens=size.room,
+        cost=size.of,
     ):
         if should_stop():
             break
@@ -124,7 +164,7 @@ def classify(
                 missing = _classify_batch(
                     missing, config=config, llm=llm, repo_root=repo_root, into=result
                 )
-        except LLMUnavailable as error:
+        except (LLMUnavailable, BudgetExhausted) as error:
             # Keep the verdicts already paid for; the rest wait for the next run.
             result.stopped = one_line(error)
             break
@@ -138,6 +178,79 @@ def classify(
     return result
 
 
+def request_tokens(request: GenerateRequest) -> int:
+    """The estimated input tokens of a call, as the run's caps and rate limits count them."""
+    return estimate_tokens(request.system) + estimate_tokens(request.prompt)
+
+
+def _template_values(config: Config, batch: Sequence[Thread]) -> dict[str, Any]:
+    threads = [
+        {
+            "id": f"T{number}",
+            "messages": [
+                *prompts.message_rows(thread.context, role="context"),
+                *prompts.message_rows(
+                    thread.messages, start=len(thread.context) + 1, role="message"
+                ),
+            ],
+        }
+        for number, thread in enumerate(batch, 1)
+    ]
+    return {"project": config.project, "categories": config.categories, "threads": threads}
+
+
+class PromptSize:
+    """Token estimates of classify calls, measured on the template that will be rendered.
+
+    The prompt is a fixed part plus one block per conversation, so a batch's size is the fixed
+    part and the sum of its threads' blocks (rounded up, with room for longer ids).
+    """
+
+    def __init__(self, config: Config, repo_root: Path | None) -> None:
+        self._config = config
+        self._template = prompts.environment(repo_root).get_template("classify.md.j2")
+        system = prompts.render("system.md.j2", repo_root=repo_root, project=config.project)
+        empty = self._render([])
+        self._empty = len(empty)
+        self.fixed = estimate_tokens(system) + estimate_tokens(empty)
+        self.room = config.limits.classify_batch_tokens - RETRY_RESERVE_TOKENS - self.fixed
+        line = Message(
+            stream="", id=1, author="user-00000000", sent_at=_ANY_TIME, text="x" * MIN_FIT_CHARS
+        )
+        self.smallest_thread = self.of(Thread(stream="", messages=(line, line)))
+
+    def _render(self, batch: Sequence[Thread]) -> str:
+        return self._template.render(**_template_values(self._config, batch))
+
+    def of(self, thread: Thread) -> int:
+        """The tokens one thread adds to a prompt."""
+        chars = len(self._render([thread])) - self._empty + ID_RESERVE_CHARS
+        return -(-chars // 4)
+
+
+def fit_thread(
+    thread: Thread, *, config: Config, max_tokens: int, cost: Callable[[Thread], int]
+) -> Thread | None:
+    """The thread trimmed to `threads.*` sizes, cut further until `cost` fits `max_tokens`.
+
+    Halves the messages shown down to two, then their length down to MIN_FIT_CHARS; None when
+    even that does not fit.
+    """
+    settings = config.threads
+    keep = min(settings.max_messages, len(thread.messages) + len(thread.context))
+    chars = settings.max_message_chars
+    while True:
+        shown = trim_thread(thread, max_messages=keep, max_message_chars=chars)
+        if cost(shown) <= max_tokens:
+            return shown
+        if keep > 2:
+            keep = max(2, keep // 2)
+        elif chars > MIN_FIT_CHARS:
+            chars = max(MIN_FIT_CHARS, chars // 2)
+        else:
+            return None
+
+
 def _classify_batch(
     batch: Sequence[Thread],
     *,
@@ -148,18 +261,6 @@ def _classify_batch(
 ) -> list[Thread]:
     """Classify one batch into `into`; returns the threads still without a verdict."""
     by_id = {f"T{number}": thread for number, thread in enumerate(batch, 1)}
-    rendered = [
-        {
-            "id": thread_id,
-            "messages": [
-                *prompts.message_rows(thread.context, role="context"),
-                *prompts.message_rows(
-                    thread.messages, start=len(thread.context) + 1, role="message"
-                ),
-            ],
-        }
-        for thread_id, thread in by_id.items()
-    ]
     request = request_for(
         config,
         stage="classify",
@@ -167,10 +268,18 @@ def _classify_batch(
         template="classify.md.j2",
         schema=ClassifyReply,
         repo_root=repo_root,
-        project=config.project,
-        categories=config.categories,
-        threads=rendered,
+        **_template_values(config, batch),
     )
+    tokens = request_tokens(request)
+    if tokens + RETRY_RESERVE_TOKENS > config.limits.classify_batch_tokens:
+        # Only a repository's own classify template can get here (it is not measured per
+        # conversation the way Pythia's is); refuse rather than send an oversized call.
+        for thread in batch:
+            into.failed[thread.key] = (
+                f"the classify prompt came to about {tokens} tokens, over "
+                "limits.classify_batch_tokens; raise it or shorten the classify template"
+            )
+        return []
     try:
         reply, _ = generate_model(llm, request, ClassifyReply)
     except MalformedReply as error:

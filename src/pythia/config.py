@@ -5,13 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from datetime import date, datetime
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 DEFAULT_CONFIG_PATH = Path(".github/pythia.yml")
 
@@ -52,6 +62,22 @@ class Docs(Strict):
         default_factory=list,
         description="Domains new links may point to, besides those the docs already use.",
     )
+
+    @field_validator("root")
+    @classmethod
+    def _inside_repository(cls, root: str) -> str:
+        fix = "use a folder relative to the repository root, like 'docs'"
+        if root.startswith(("/", "\\")) or PureWindowsPath(root).drive:
+            raise ValueError(f"'{root}' is an absolute path; {fix}")
+        depth = 0
+        for part in root.replace("\\", "/").split("/"):
+            if part == "..":
+                depth -= 1
+                if depth < 0:
+                    raise ValueError(f"'{root}' is outside the repository; {fix}")
+            elif part not in ("", "."):
+                depth += 1
+        return root
 
 
 class StreamBase(Strict):
@@ -125,6 +151,12 @@ class Threads(Strict):
     settle_minutes: int = Field(60, ge=0, description="A thread is judged once this quiet.")
     context_messages: int = Field(3, ge=0, description="Earlier messages shown as context.")
     max_failures: int = Field(3, ge=1, description="Failures before a thread is given up.")
+    max_messages: int = Field(
+        50, ge=2, description="Messages of one thread a model sees; the first and latest are kept."
+    )
+    max_message_chars: int = Field(
+        2000, ge=100, description="Longer messages are cut to this many characters for a model."
+    )
 
 
 class Price(Strict):
@@ -177,15 +209,33 @@ class Limits(Strict):
     )
 
 
+def _compiles(pattern: str) -> str:
+    """A pattern the prefilter can use; checked here so `validate` catches what `run` would."""
+    try:
+        re.compile(pattern, re.IGNORECASE)
+    except re.error as error:
+        raise ValueError(
+            f"'{pattern}' is not a valid regular expression ({error}); fix the pattern or remove it"
+        ) from None
+    return pattern
+
+
+Regex = Annotated[str, AfterValidator(_compiles)]
+
+
 class Prefilter(Strict):
     min_chars: int = Field(25, ge=0, description="Threads with less text are dropped.")
     ignore_bots: bool = Field(True, description="Drop messages sent by bots.")
-    ignore_patterns: list[str] = Field(
+    ignore_patterns: list[Regex] = Field(
         default_factory=lambda: [
             r"^\s*(hi|hello|hey|thanks|thank you|thx|ty|ok|okay|\+1|lol|gm|bye)[\s!.]*$"
         ],
         description="Regexes (case-insensitive); messages matching one are ignored.",
     )
+
+
+# The data branch is force-pushed; pointing it at a branch people work on would erase their work.
+COMMON_DEFAULT_BRANCHES = frozenset({"main", "master"})
 
 
 class Publish(Strict):
@@ -199,6 +249,20 @@ class Publish(Strict):
     evidence_quotes: bool = Field(True, description="Quote (redacted) messages in PR bodies.")
     dashboard: bool = Field(True, description="Keep a 'Pythia dashboard' issue up to date.")
     min_confidence: float = Field(0.5, ge=0, le=1, description="Less confident proposals wait.")
+
+    @field_validator("data_branch")
+    @classmethod
+    def _branch_of_its_own(cls, branch: str, info: ValidationInfo) -> str:
+        if branch and branch == info.data.get("base_branch"):
+            why = f"'{branch}' is also publish.base_branch"
+        elif branch in COMMON_DEFAULT_BRANCHES:
+            why = f"'{branch}' is a usual default branch name"
+        else:
+            return branch
+        raise ValueError(
+            f"{why}, and the bot force-pushes the data branch; "
+            "give it a name of its own, like 'pythia-data'"
+        )
 
 
 class Privacy(Strict):
@@ -345,17 +409,97 @@ def parse_config(data: Any) -> Config:
         raise ConfigError(_problems(error)) from None
 
 
+MAX_YAML_DEPTH = 50
+
+
+class _YAMLProblem(yaml.YAMLError):
+    """Well-formed YAML that a config must not contain; `message` says what and what to do."""
+
+    def __init__(self, message: str, mark: yaml.Mark) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = mark.line + 1
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys and deep nesting, and names bad dates.
+
+    PyYAML keeps the last of two equal keys without a word, composes nodes recursively (10,000
+    nested brackets end in RecursionError), and lets `datetime.date`'s ValueError escape for a
+    timestamp-shaped value like 2026-13-45.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _YAMLProblem(
+                    f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; "
+                    "a Pythia config needs only a few levels",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                )
+            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` may be overridden key by key; that is its purpose
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                seen = first_line.get(key)
+            except TypeError:
+                continue  # unhashable: SafeLoader itself reports it
+            if seen is not None:
+                raise _YAMLProblem(
+                    f"the key '{key}' appears twice in the same mapping (first on line {seen}); "
+                    "keep only one",
+                    key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        return loader.construct_yaml_timestamp(node)  # type: ignore[no-untyped-call]
+    except ValueError as error:
+        raise _YAMLProblem(
+            f"{node.value} is not a real date ({error}); write an existing date as YYYY-MM-DD",
+            node.start_mark,
+        ) from None
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
+
+
 def load_config(path: Path) -> Config:
     """Read and validate a config file; a missing file gives the defaults."""
     if not path.exists():
         return Config()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader)
+    except _YAMLProblem as error:
+        raise ConfigError([f"{path}: line {error.line}: {error.message}"]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(
             [f"{path}: not valid YAML{where}; check indentation and quoting"]
+        ) from None
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start]
+        raise ConfigError(
+            [
+                f"{path}: is not UTF-8 text (byte {byte:#04x} at position {error.start}); "
+                "save the file as UTF-8"
+            ]
         ) from None
     except OSError as error:
         raise ConfigError([f"{path}: cannot be read ({error.strerror})"]) from None

@@ -319,9 +319,10 @@ class GeminiLLM:
         self.retry = retry or RetryPolicy()
 
     def generate(self, request: GenerateRequest) -> Generation:
-        self.meter.check()
+        estimated = estimate_tokens(request.system) + estimate_tokens(request.prompt)
+        self.meter.check(estimated)  # before the call: a big prompt must not overshoot the cap
         if self.limiter is not None:
-            self.limiter.acquire(estimate_tokens(request.system) + estimate_tokens(request.prompt))
+            self.limiter.acquire(estimated)
         config = generation_config(request)
         response = call_with_retries(
             lambda: self.client.models.generate_content(

@@ -23,11 +23,16 @@ class Message:
 
 @dataclass(frozen=True)
 class Thread:
-    """A conversation: the messages to judge, plus a few earlier ones shown only as context."""
+    """A conversation: the messages to judge, plus a few earlier ones shown only as context.
+
+    `omitted` holds the ids of messages of the thread left out to keep prompts small
+    (`threads.trim_thread`); they are still part of it, so its outcome covers them too.
+    """
 
     stream: str
     messages: tuple[Message, ...]
     context: tuple[Message, ...] = ()
+    omitted: tuple[int, ...] = ()
 
     @property
     def key(self) -> str:
@@ -48,7 +53,10 @@ class Thread:
 
     @property
     def message_ids(self) -> tuple[int, ...]:
-        return tuple(message.id for message in self.messages)
+        """Every message of the thread, shown or omitted, by id."""
+        if not self.omitted:
+            return tuple(message.id for message in self.messages)
+        return tuple(sorted({*self.omitted, *(message.id for message in self.messages)}))
 
 
 @dataclass(frozen=True)

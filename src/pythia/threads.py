@@ -8,6 +8,12 @@ Grouping, message by message in id order (deterministic for the same input):
 Each thread then gets as context up to `context_messages` messages with the same key that come
 just before its first message and belong to other threads (shown to the model, never judged).
 
+Size rule: a model never sees more than `max_messages` messages of a thread (context included,
+the context yielding first) nor a message longer than `max_message_chars`. The opening messages
+(the question) and the latest ones (where it ended) are kept, the ones between are left out
+with a note saying how many, and a long message keeps its start and its end around a note.
+The left-out messages still belong to the thread (`Thread.omitted`), so its outcome covers them.
+
 Watermark rule: the watermark only moves past messages whose thread outcome is recorded (no doc
 value, proposed, failed too often). Messages above it are fetched again next run; those already
 recorded are not judged again (`pending`), they only serve as context.
@@ -15,8 +21,9 @@ recorded are not judged again (`pending`), they only serve as context.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from .config import Threads
@@ -99,6 +106,68 @@ def pending(thread: Thread, done: Collection[int]) -> Thread | None:
     return Thread(stream=thread.stream, messages=todo, context=context)
 
 
+CUT_NOTE = " [… message cut …] "
+_OMITTED_NOTE = re.compile(
+    r"\A\[… [\d,]+ earlier messages? omitted …\]\n|\n\[… [\d,]+ later messages? omitted …\]\Z"
+)
+
+
+def cut_text(text: str, max_chars: int) -> str:
+    """The text, or its start and end around CUT_NOTE in at most `max_chars` characters.
+
+    The end is kept too because a pasted log or traceback ends with the error. Cutting a cut
+    text shorter gives what cutting the original would.
+    """
+    if len(text) <= max_chars:
+        return text
+    room = max(0, max_chars - len(CUT_NOTE))
+    head = room * 2 // 3
+    return text[:head] + CUT_NOTE + text[len(text) - (room - head) :]
+
+
+def _omitted_note(count: int, *, earlier: bool) -> str:
+    plural = "" if count == 1 else "s"
+    if earlier:
+        return f"[… {count:,} earlier message{plural} omitted …]\n"
+    return f"\n[… {count:,} later message{plural} omitted …]"
+
+
+def trim_thread(thread: Thread, *, max_messages: int, max_message_chars: int) -> Thread:
+    """The thread as a model may see it (the size rule above); the thread itself when it fits.
+
+    Trimming an already trimmed thread counts every left-out message once, in one note.
+    """
+    messages = list(thread.messages)
+    if thread.omitted:  # notes from an earlier trim are recomputed below
+        messages = [replace(m, text=_OMITTED_NOTE.sub("", m.text)) for m in messages]
+    omitted = set(thread.omitted)
+    keep = max(2, max_messages)
+    if len(messages) > keep:
+        head = max(1, keep // 5)
+        tail = keep - head
+        omitted.update(message.id for message in messages[head : len(messages) - tail])
+        messages = messages[:head] + messages[len(messages) - tail :]
+    messages = [replace(m, text=cut_text(m.text, max_message_chars)) for m in messages]
+    if omitted:
+        gap = min(omitted)
+        after = next((n for n, m in enumerate(messages) if m.id > gap), None)
+        if after is not None:
+            note = _omitted_note(len(omitted), earlier=True) + messages[after].text
+            messages[after] = replace(messages[after], text=note)
+        else:  # the prefilter dropped every message after the gap
+            note = messages[-1].text + _omitted_note(len(omitted), earlier=False)
+            messages[-1] = replace(messages[-1], text=note)
+    room = max(0, keep - len(messages))
+    context = thread.context[max(0, len(thread.context) - room) :] if room else ()
+    trimmed = Thread(
+        stream=thread.stream,
+        messages=tuple(messages),
+        context=tuple(replace(m, text=cut_text(m.text, max_message_chars)) for m in context),
+        omitted=tuple(sorted(omitted)),
+    )
+    return thread if trimmed == thread else trimmed
+
+
 def next_watermark(
     fetched_ids: Iterable[int], *, done: Collection[int], watermark: int | None
 ) -> int | None:
@@ -122,14 +191,19 @@ def next_watermark(
 def ready_threads(
     messages: Sequence[Message], *, done: Collection[int], now: datetime, settings: Threads
 ) -> tuple[list[Thread], list[Thread]]:
-    """All threads of a batch, and the settled ones still to judge (recorded parts as context)."""
+    """All threads of a batch, and the settled ones still to judge (recorded parts as context),
+    trimmed to the size a model may see."""
     grouped = group_threads(
         list(messages),
         gap_minutes=settings.gap_minutes,
         context_messages=settings.context_messages,
     )
     ready = [
-        todo
+        trim_thread(
+            todo,
+            max_messages=settings.max_messages,
+            max_message_chars=settings.max_message_chars,
+        )
         for thread in grouped
         if settled(thread, now, settings.settle_minutes)
         and (todo := pending(thread, done)) is not None

@@ -110,9 +110,19 @@ class UsageMeter:
     def exhausted(self) -> bool:
         return self.exhausted_reason is not None
 
-    def check(self) -> None:
-        """Raise BudgetExhausted when a cap has been reached; call before starting new work."""
+    def check(self, upcoming_tokens: int = 0) -> None:
+        """Raise BudgetExhausted when a cap has been reached, or when a call of about
+        `upcoming_tokens` input tokens would pass `max_tokens`; call before starting a call.
+        """
         reason = self.exhausted_reason
+        if reason is None and self.max_tokens is not None:
+            left = self.max_tokens - self._capped_tokens
+            if upcoming_tokens > left:
+                reason = (
+                    f"The next call needs about {upcoming_tokens} tokens but only {left} of the "
+                    f"run's {self.max_tokens} (limits.max_tokens) are left, so it started no new "
+                    "work and saved what it had done."
+                )
         if reason is not None:
             raise BudgetExhausted(reason)
 

@@ -115,7 +115,7 @@ def cmd_ingest(workspace: Workspace, options: Options) -> int:
                 entry["error"] = report.error
                 results.append(entry)
                 continue
-            done = set(read.state.done_ids) | {m.id for t in read.settled for m in t.messages}
+            done = set(read.state.done_ids) | {i for t in read.settled for i in t.message_ids}
             entry.update(
                 new_messages=report.messages_read,
                 threads=report.threads,

@@ -19,13 +19,13 @@ JSONL (`.jsonl` or `.ndjson`): one JSON object per line, blank lines ignored:
     {"id": 17, "author": "telegram:123", "date": "2026-03-02T09:15:00Z", "text": "...",
      "reply_to": 12, "thread": "install", "permalink": "https://...", "is_bot": false}
 
-`id` (a positive integer, unique), `author` (any stable id of the sender; it is pseudonymised,
-so use "telegram:<user id>" or "zulip:<host>:<user id>" to match a live stream), `date`
-(ISO-8601; without an offset it is UTC) and `text` are required; `reply_to` (a message id),
+`id` (a positive integer below 2**63, unique), `author` (any stable id of the sender; it is
+pseudonymised, so use "telegram:<user id>" or "zulip:<host>:<user id>" to match a live stream),
+`date` (ISO-8601; without an offset it is UTC) and `text` are required; `reply_to` (a message id),
 `thread` (a thread or topic key), `permalink` and `is_bot` are optional.
 
-A malformed file raises `ExportError` naming the file, the line or message index, and what is
-wrong.
+Both may start with a UTF-8 byte order mark. A malformed file raises `ExportError` naming the
+file, the line or message index, and what is wrong.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ from . import SourceError, fixed_start, pseudonym
 
 class ExportError(SourceError):
     """A chat export file is missing or malformed."""
+
+
+# Ids are stored in SQLite and JSON state, whose integers stop at signed 64 bits.
+MAX_MESSAGE_ID = 2**63 - 1
 
 
 def detect_format(path: Path, configured: str) -> str:
@@ -98,18 +102,42 @@ def _positive_int(value: object) -> int | None:
     return value
 
 
+def _message_id(where: str, item: dict[str, Any], key: str) -> int | None:
+    """`item[key]` as a message id; None when absent or not a positive integer."""
+    value = _positive_int(item.get(key))
+    if value is not None and value > MAX_MESSAGE_ID:
+        raise ExportError(
+            f"{where}: '{key}' is {value}, larger than any message id can be "
+            f"(at most {MAX_MESSAGE_ID}); fix or remove this message"
+        )
+    return value
+
+
+def _load_json(text: str) -> Any:
+    """json.loads, with the ValueErrors it raises besides JSONDecodeError made readable."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        # CPython refuses integers of over 4300 digits (sys.set_int_max_str_digits)
+        raise ValueError("a number is too long") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def _parse_iso(value: object) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return (
+            moment.replace(tzinfo=timezone.utc)
+            if moment.tzinfo is None
+            else moment.astimezone(timezone.utc)
+        )
+    except (ValueError, OverflowError):  # OverflowError: year 9999 moved past UTC's end
         return None
-    return (
-        moment.replace(tzinfo=timezone.utc)
-        if moment.tzinfo is None
-        else moment.astimezone(timezone.utc)
-    )
 
 
 class ExportSource:
@@ -151,7 +179,8 @@ class ExportSource:
 
     def _load(self) -> list[Message]:
         try:
-            raw = self.path.read_text(encoding="utf-8")
+            # utf-8-sig: editors on Windows start UTF-8 files with a byte order mark.
+            raw = self.path.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise ExportError(f"{self.path}: no such file; check the stream's path") from None
         except (OSError, UnicodeDecodeError) as error:
@@ -174,12 +203,14 @@ class ExportSource:
 
     def _parse_telegram(self, raw: str) -> list[Message]:
         try:
-            document = json.loads(raw)
+            document = _load_json(raw)
         except json.JSONDecodeError as error:
             raise ExportError(
                 f"{self.path}: line {error.lineno}, column {error.colno}: "
                 f"not valid JSON ({error.msg})"
             ) from None
+        except ValueError as error:
+            raise ExportError(f"{self.path}: not valid JSON ({error})") from None
         if not isinstance(document, dict) or not isinstance(document.get("messages"), list):
             raise ExportError(
                 f"{self.path}: not a Telegram Desktop export (no 'messages' list); export the chat "
@@ -196,7 +227,7 @@ class ExportSource:
         where = f"{self.path}: messages[{index}]"
         if not isinstance(item, dict):
             raise ExportError(f"{where} is not an object")
-        message_id = _positive_int(item.get("id"))
+        message_id = _message_id(where, item, "id")
         if message_id is None:
             raise ExportError(f"{where} has no positive integer 'id'")
         where += f" (id {message_id})"
@@ -213,8 +244,8 @@ class ExportSource:
         from_id = item.get("from_id")
         if not isinstance(from_id, str) or not from_id:
             raise ExportError(f"{where} has no 'from_id'")
-        reply = item.get("reply_to_message_id")
-        if reply is not None and _positive_int(reply) is None:
+        reply = _message_id(where, item, "reply_to_message_id")
+        if reply is None and item.get("reply_to_message_id") is not None:
             raise ExportError(f"{where}: 'reply_to_message_id' must be a positive integer")
         return Message(
             stream=self.stream,
@@ -230,7 +261,13 @@ class ExportSource:
     def _telegram_date(where: str, item: dict[str, Any]) -> datetime:
         unix = item.get("date_unixtime")
         if isinstance(unix, str) and unix.isdigit():
-            return datetime.fromtimestamp(int(unix), tz=timezone.utc)
+            try:
+                return datetime.fromtimestamp(int(unix), tz=timezone.utc)
+            except (ValueError, OverflowError, OSError):
+                raise ExportError(
+                    f"{where}: 'date_unixtime' {unix} is not a possible time; "
+                    "fix or remove this message"
+                ) from None
         moment = _parse_iso(item.get("date"))
         if moment is None:
             raise ExportError(f"{where} has no valid 'date_unixtime' or ISO-8601 'date'")
@@ -243,18 +280,20 @@ class ExportSource:
                 continue
             where = f"{self.path}: line {number}"
             try:
-                item = json.loads(line)
+                item = _load_json(line)
             except json.JSONDecodeError as error:
                 raise ExportError(
                     f"{where}: not valid JSON ({error.msg} at column {error.colno})"
                 ) from None
+            except ValueError as error:
+                raise ExportError(f"{where}: not valid JSON ({error})") from None
             messages.append(self._jsonl_message(where, item))
         return messages
 
     def _jsonl_message(self, where: str, item: object) -> Message:
         if not isinstance(item, dict):
             raise ExportError(f"{where}: expected a JSON object, one message per line")
-        message_id = _positive_int(item.get("id"))
+        message_id = _message_id(where, item, "id")
         if message_id is None:
             raise ExportError(f"{where}: 'id' must be a positive integer")
         author = item.get("author")
@@ -266,8 +305,8 @@ class ExportSource:
         text = item.get("text")
         if not isinstance(text, str):
             raise ExportError(f"{where}: 'text' must be a string")
-        reply = item.get("reply_to")
-        if reply is not None and _positive_int(reply) is None:
+        reply = _message_id(where, item, "reply_to")
+        if reply is None and item.get("reply_to") is not None:
             raise ExportError(f"{where}: 'reply_to' must be a positive integer")
         thread = item.get("thread")
         if thread is not None and not isinstance(thread, str):
