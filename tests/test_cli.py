@@ -23,11 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from cassettes.record_sample import sample_repo
 from pythia.app.cli import main
@@ -445,12 +447,12 @@ def test_ingest_json_shows_what_a_run_would_read_and_changes_nothing(
     )
 
 
-def test_ingest_reports_an_unreadable_stream_without_failing(
+def test_ingest_reports_an_unreadable_stream_and_fails_when_none_could_be_read(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (repo / "../sample-chat/result.json").write_text("{not json", encoding="utf-8")
-    code, stdout, _ = pythia(capsys, "ingest", "--repo", repo, "--json")
-    assert code == 0
+    code, stdout, stderr = pythia(capsys, "ingest", "--repo", repo, "--json")
+    assert code == 1 and stderr.endswith("\nerror: no stream could be read\n")
     (stream,) = json.loads(stdout)["streams"]
     assert stream["stream"] == "kestrel-users"
     assert "\n" not in stream["error"] and stream["error"]
@@ -485,3 +487,33 @@ def test_status_before_and_after_a_run_was_recorded(
     assert data["proposals"] == [{"fingerprint": "3ac43c46", "status": "open",
                                   "title": "Proxy workaround",
                                   "url": "https://github.com/kestrel/docs/pull/7"}]
+
+
+def test_a_malformed_telegram_session_fails_only_its_own_stream(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_path = repo / ".github/pythia.yml"
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    config["streams"].append({"id": "tg-live", "kind": "telegram", "chat": "kestrel_users"})
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    monkeypatch.setenv("TELEGRAM_API_ID", "12345")
+    monkeypatch.setenv("TELEGRAM_API_HASH", "0123456789abcdef0123456789abcdef")
+    monkeypatch.setenv("TELEGRAM_SESSION", "not-a-session!!")
+    code, stdout, _ = pythia(capsys, "ingest", "--repo", repo, "--json")
+    assert code == 0
+    by_stream = {s["stream"]: s for s in json.loads(stdout)["streams"]}
+    assert by_stream["kestrel-users"]["new_messages"] == 39
+    error = by_stream["tg-live"]["error"]
+    assert "TELEGRAM_SESSION" in error and "telegram-login" in error
+    assert "not-a-session" not in error
+
+
+def test_a_missing_docs_folder_is_one_line(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.rmtree(repo / "docs")
+    code, stdout, stderr = pythia(capsys, "index", "--repo", repo)
+    assert code == 1 and stdout == ""
+    last = stderr.splitlines()[-1]
+    assert last.startswith("error: docs folder ") and "docs.root" in last
+    assert "Traceback" not in stderr

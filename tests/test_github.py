@@ -476,3 +476,17 @@ def test_a_lost_entry_counts_only_on_a_pythia_branch_of_this_repository(
     own = handle_comment(comment_event("/pythia explain", "maintainer-ana"), publisher=pub)
     assert own.status == "done"
     assert ledger.proposals[FINGERPRINT].pr_number == 42
+
+
+def test_a_dry_run_keeps_every_report_of_one_fingerprint(tmp_path: Path) -> None:
+    # Two conversations about one section: a real run opens one PR and adds the second as
+    # evidence; the dry run shows the same, and the first proposal's files stay as written.
+    dry = DryRunPublisher(tmp_path / "pythia-out")
+    first = dry.publish(proposal("kestrel_users:101"))
+    second = dry.publish(proposal("kestrel_users:230"))
+    assert (first.action, second.action) == ("opened", "updated")
+    folder = tmp_path / "pythia-out" / FINGERPRINT
+    assert "kestrel_users:101" in (folder / "proposal.md").read_text()
+    evidence = (folder / "evidence.md").read_text()
+    assert "kestrel_users:230" in evidence
+    assert dry.publish(proposal("kestrel_users:101")).action == "skipped"  # a rerun

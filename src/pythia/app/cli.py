@@ -38,6 +38,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     actions.UnknownEvent,
     db.DatabaseError,
     index.EmbeddingMismatch,
+    index.DocsRootMissing,
 )
 
 

@@ -129,8 +129,7 @@ def cmd_ingest(workspace: Workspace, options: Options) -> int:
             results.append(entry)
     if options.json:
         print(json.dumps({"streams": results}, indent=2, default=str))
-        return 0
-    for entry in results:
+    for entry in results if not options.json else []:
         if "error" in entry:
             print(f"{entry['stream']}: error: {entry['error']}")
             continue
@@ -139,6 +138,9 @@ def cmd_ingest(workspace: Workspace, options: Options) -> int:
             f"{entry['threads']} threads ({entry['settled_threads']} settled); watermark "
             f"{entry['watermark']} -> {entry['watermark_if_all_settled_recorded']}"
         )
+    if results and all("error" in entry for entry in results):
+        print("error: no stream could be read", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -21,7 +21,7 @@ from ..ports import LLM, ChatSource, Embedder, Publisher
 from ..propose import Searcher
 from ..publish.dryrun import DryRunPublisher
 from ..publish.github import GitHubPublisher, github_client
-from ..sources import SourceError
+from ..sources import SourceError, UnreadableSource
 from ..sources.export import ExportSource
 from ..sources.telegram import TelegramSource, connect_client
 from ..sources.zulip import ZulipSource, make_client
@@ -134,9 +134,15 @@ def _resolved(workspace: Workspace, stream: Stream) -> Stream:
 
 
 def build_sources(workspace: Workspace, streams: Sequence[Stream]) -> list[ChatSource]:
-    return [
-        build_source(stream, secrets=workspace.secrets, salt=workspace.salt) for stream in streams
-    ]
+    """The configured streams' sources; one that cannot even be set up (a missing secret, a
+    malformed session) becomes a stream that fails alone when read, not the whole run."""
+    sources: list[ChatSource] = []
+    for stream in streams:
+        try:
+            sources.append(build_source(stream, secrets=workspace.secrets, salt=workspace.salt))
+        except SourceError as error:
+            sources.append(UnreadableSource(stream.id, str(error)))
+    return sources
 
 
 # --- publishers ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..models import Message
@@ -54,6 +55,24 @@ class Batch:
     after: int
     messages: tuple[Message, ...]
     interrupted: str | None = None
+
+
+class UnreadableSource:
+    """A stream that could not even be set up (a missing secret, a malformed session): reading
+    it fails with the reason, so it fails alone and the other streams are read."""
+
+    def __init__(self, stream: str, reason: str) -> None:
+        self.stream = stream
+        self.reason = reason
+
+    def start_after(self) -> int:
+        raise SourceError(self.reason)
+
+    def fetch(self, after: int | None) -> Iterator[Message]:
+        raise SourceError(self.reason)
+
+    def close(self) -> None:
+        pass
 
 
 def pseudonym(salt: str, raw_author_id: str | int) -> str:

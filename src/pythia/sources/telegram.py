@@ -357,9 +357,15 @@ def connect_client(config: TelegramStream, *, secrets: Secrets) -> SyncTelegram:
         raise SourceError(
             f"stream '{config.id}' needs TELEGRAM_SESSION; run 'pythia telegram-login' to make one"
         )
-    client = _telethon_client(
-        secrets.telegram_api_id, api_hash, secrets.telegram_session.get_secret_value()
-    )
+    try:
+        client = _telethon_client(
+            secrets.telegram_api_id, api_hash, secrets.telegram_session.get_secret_value()
+        )
+    except ValueError:  # StringSession's "Not a valid string", binascii's padding errors
+        raise SourceError(
+            f"stream '{config.id}': TELEGRAM_SESSION is not a session string; make a new one "
+            "with 'pythia telegram-login' and store it as the secret"
+        ) from None
     return SyncTelegram(client, chat=chat_ref(config.chat))
 
 
