@@ -62,26 +62,37 @@ def group_threads(
         group_of[message.id] = group
         latest_by_key[message.thread_key] = group
     by_key: dict[str | None, list[Message]] = {}
+    position: dict[int, int] = {}
     for message in ordered:
-        by_key.setdefault(message.thread_key, []).append(message)
-    return [_with_context(group, by_key, group_of, context_messages) for group in groups]
+        same_key = by_key.setdefault(message.thread_key, [])
+        position[message.id] = len(same_key)
+        same_key.append(message)
+    return [
+        _with_context(group, by_key[group.key], position, group_of, context_messages)
+        for group in groups
+    ]
 
 
 def _with_context(
     group: _Open,
-    by_key: dict[str | None, list[Message]],
+    same_key: list[Message],
+    position: dict[int, int],
     group_of: dict[int, _Open],
     limit: int,
 ) -> Thread:
+    """The thread, with up to `limit` earlier messages of its key from other threads.
+
+    Walks back from the thread's first message and stops at `limit`, so grouping stays linear
+    in the number of messages.
+    """
     first = group.messages[0]
     context: list[Message] = []
-    same_key = by_key[first.thread_key]
-    position = same_key.index(first)
-    for message in reversed(same_key[:position]):
-        if len(context) >= limit:
-            break
+    index = position[first.id] - 1
+    while index >= 0 and len(context) < limit:
+        message = same_key[index]
         if group_of[message.id] is not group:
             context.append(message)
+        index -= 1
     context.reverse()
     return Thread(stream=first.stream, messages=tuple(group.messages), context=tuple(context))
 
