@@ -24,6 +24,8 @@ import json
 import logging
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -517,3 +519,23 @@ def test_a_missing_docs_folder_is_one_line(
     last = stderr.splitlines()[-1]
     assert last.startswith("error: docs folder ") and "docs.root" in last
     assert "Traceback" not in stderr
+
+
+def test_quick_commands_load_no_github_gemini_or_chat_client(repo: Path) -> None:
+    """`pythia --help`, `validate` and `status` start without importing the API clients."""
+    probe = (
+        "import sys\n"
+        "from pythia.app.cli import main\n"
+        "for argv in (['validate', '--repo', sys.argv[1]], ['status', '--repo', sys.argv[1]]):\n"
+        "    main(argv)\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = {'google', 'github', 'telethon', 'zulip'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(repo)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.splitlines()[-1] == "[]"

@@ -8,38 +8,44 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .. import __version__, actions, db, index
+from .. import __version__, actions
 from ..config import ConfigError, Secrets, load_config, render_json_schema
-from ..databranch import DataBranchError
-from ..edits import EditError
-from ..gemini import GeminiError
-from ..gitenv import NoRemote
-from ..ports import MalformedReply, PublishError, one_line
-from ..sources import SourceError
-from ..sources.telegram import LoginError
-from . import action, commands, report, run
+from ..ports import one_line
 from .options import Options
-from .workspace import UserError, Workspace, open_workspace
+from .workspace import UserError, Workspace
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
-# Errors a user can fix: told in one line. Anything else is a bug and keeps its traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (
-    UserError,
-    ConfigError,
-    LoginError,
-    GeminiError,
-    SourceError,
-    DataBranchError,
-    NoRemote,
-    EditError,
-    MalformedReply,
-    PublishError,
-    actions.UnknownEvent,
-    db.DatabaseError,
-    index.EmbeddingMismatch,
-    index.DocsRootMissing,
-)
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors a user can fix, told in one line; anything else is a bug and keeps its traceback.
+
+    Imported only when something failed, so a quick command never loads the adapters.
+    """
+    from .. import db, index
+    from ..databranch import DataBranchError
+    from ..edits import EditError
+    from ..gemini import GeminiError
+    from ..gitenv import NoRemote
+    from ..ports import MalformedReply, PublishError
+    from ..sources import SourceError
+    from ..sources.telegram import LoginError
+
+    return (
+        UserError,
+        ConfigError,
+        LoginError,
+        GeminiError,
+        SourceError,
+        DataBranchError,
+        NoRemote,
+        EditError,
+        MalformedReply,
+        PublishError,
+        actions.UnknownEvent,
+        db.DatabaseError,
+        index.EmbeddingMismatch,
+        index.DocsRootMissing,
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             return _validate(Options.from_args(args))
         if args.command == "telegram-login":
-            return commands.cmd_telegram_login()
+            from .commands import cmd_telegram_login
+
+            return cmd_telegram_login()
         options = (
             Options.from_action(args) if args.command == "action" else Options.from_args(args)
         )
@@ -129,28 +137,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except USER_ERRORS as error:
+    except Exception as error:
+        if not isinstance(error, user_errors()):
+            raise
         print(f"error: {one_line(error, limit=2000)}", file=sys.stderr)
         return 1
 
 
 def dispatch(options: Options, *, started: float | None = None) -> int:
     """Open the workspace, set up logging, and carry out `options.command`."""
+    from .workspace import open_workspace
+
     workspace = open_workspace(options)
     setup_logging(options, workspace.secrets)
     if options.command == "run":
-        return report.finish(run.run(workspace, options, started=started), options)
-    return COMMANDS[options.command](workspace, options)
+        from .report import finish
+        from .run import run
+
+        return finish(run(workspace, options, started=started), options)
+    return _command(options.command)(workspace, options)
 
 
-COMMANDS: dict[str, Callable[[Workspace, Options], int]] = {
-    "index": commands.cmd_index,
-    "search": commands.cmd_search,
-    "ingest": commands.cmd_ingest,
-    "status": commands.cmd_status,
-    "feedback": action.cmd_feedback,
-    "command": action.cmd_command,
-}
+def _command(name: str) -> Callable[[Workspace, Options], int]:
+    if name in ("feedback", "command"):
+        from . import action
+
+        return action.cmd_feedback if name == "feedback" else action.cmd_command
+    from . import commands
+
+    found: dict[str, Callable[[Workspace, Options], int]] = {
+        "index": commands.cmd_index,
+        "search": commands.cmd_search,
+        "ingest": commands.cmd_ingest,
+        "status": commands.cmd_status,
+    }
+    return found[name]
 
 
 def setup_logging(options: Options, secrets: Secrets) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 
 from .. import actions, db, index, pipeline, threads
 from ..models import Hit
-from ..sources.telegram import login
 from . import compose
 from .options import Options
 from .workspace import UserError, Workspace, open_storage
@@ -179,5 +178,7 @@ def cmd_status(workspace: Workspace, options: Options) -> int:
 
 
 def cmd_telegram_login() -> int:
+    from ..sources.telegram import login
+
     login(ask=input, ask_secret=getpass.getpass, say=print)
     return 0

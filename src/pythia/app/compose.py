@@ -2,6 +2,8 @@
 
 The CLI, the Action entry and the tests all build a run here; tests hand `build_deps` doubles
 for the ports they replace (an LLM, an embedder, a publisher, sources) and get the rest real.
+Adapters are imported where they are built, so a command that needs neither GitHub nor Gemini
+(`pythia status`, `pythia --help`) never loads their clients.
 """
 
 from __future__ import annotations
@@ -12,27 +14,29 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .. import db, gemini, index, pipeline, prompts, safety
+from .. import db, index, pipeline, prompts, safety
 from .. import search as hybrid
 from ..config import ExportStream, Secrets, Stream, TelegramStream, ZulipStream
 from ..models import Hit
 from ..ports import LLM, ChatSource, Embedder, Publisher
 from ..propose import Searcher
-from ..publish.dryrun import DryRunPublisher
-from ..publish.github import GitHubPublisher, github_client
 from ..sources import SourceError, UnreadableSource
-from ..sources.export import ExportSource
-from ..sources.telegram import TelegramSource, connect_client
-from ..sources.zulip import ZulipSource, make_client
 from ..state import Ledger, StateStore
 from ..usage import UsageMeter
 from .options import Options
 from .workspace import UserError, Workspace
 
+if TYPE_CHECKING:
+    from ..publish.dryrun import DryRunPublisher
+    from ..publish.github import GitHubPublisher
+
 
 def models(workspace: Workspace, meter: UsageMeter) -> tuple[LLM, Embedder]:
     """Gemini's LLM and embedder, sharing one client, meter and rate limiter (needs the key)."""
+    from .. import gemini
+
     adapters = gemini.from_config(workspace.config, workspace.secrets, meter)
     return adapters.llm, adapters.embedder
 
@@ -90,8 +94,12 @@ def build_source(stream: Stream, *, secrets: Secrets, salt: str) -> ChatSource:
             "the pseudonym salt is empty; set privacy.salt or run inside a repository"
         )
     if isinstance(stream, TelegramStream):
+        from ..sources.telegram import TelegramSource, connect_client
+
         return TelegramSource(stream, client=connect_client(stream, secrets=secrets), salt=salt)
     if isinstance(stream, ZulipStream):
+        from ..sources.zulip import ZulipSource, make_client
+
         zulip_stream = stream
         return ZulipSource(
             zulip_stream,
@@ -99,6 +107,8 @@ def build_source(stream: Stream, *, secrets: Secrets, salt: str) -> ChatSource:
             salt=salt,
         )
     if isinstance(stream, ExportStream):
+        from ..sources.export import ExportSource
+
         return ExportSource(stream, salt=salt)
     raise SourceError(f"stream kind of '{stream.id}' is not supported")
 
@@ -149,6 +159,8 @@ def build_sources(workspace: Workspace, streams: Sequence[Stream]) -> list[ChatS
 
 
 def dry_run_publisher(workspace: Workspace, options: Options, ledger: Ledger) -> DryRunPublisher:
+    from ..publish.dryrun import DryRunPublisher
+
     return DryRunPublisher(
         Path(options.out),
         ledger=ledger,
@@ -167,6 +179,8 @@ def github_publisher(
 ) -> GitHubPublisher:
     """The real publisher; needs GITHUB_TOKEN and GITHUB_REPOSITORY (GitHub Actions sets both).
     `throttle=False` drops PyGithub's pauses between calls (for tests against a local fake)."""
+    from ..publish.github import GitHubPublisher, github_client
+
     token = workspace.secrets.github_token
     if token is None or not options.repository:
         raise UserError(

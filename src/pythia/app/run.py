@@ -6,18 +6,20 @@ import logging
 import sys
 import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from .. import actions, db, pipeline, prompts
 from ..databranch import DataBranchError
 from ..models import RunReport
 from ..ports import one_line
-from ..publish.dashboard import render_dashboard, update_dashboard
-from ..publish.github import GitHubPublisher
 from ..state import Ledger, StateStore
 from ..usage import UsageMeter
 from . import compose
 from .options import Options
 from .workspace import Workspace, open_storage
+
+if TYPE_CHECKING:
+    from ..publish.github import GitHubPublisher
 
 log = logging.getLogger("pythia")
 
@@ -94,6 +96,8 @@ def _dashboard(
     ledger: Ledger,
     github: GitHubPublisher,
 ) -> None:
+    from ..publish.dashboard import render_dashboard, update_dashboard
+
     try:
         body = render_dashboard(
             report=report,

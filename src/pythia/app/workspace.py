@@ -8,10 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import git
-
 from ..config import Config, Secrets, load_config
-from ..databranch import DataBranch
 from ..edits import PathPolicy
 from ..state import StateStore
 from .options import Options
@@ -110,6 +107,8 @@ def _uses_data_branch(workspace: Workspace, options: Options) -> bool:
         return False
     if not (workspace.root / ".git").exists():
         return False
+    import git  # GitPython: only for commands that keep their data on a branch
+
     try:
         return "origin" in [remote.name for remote in git.Repo(workspace.root).remotes]
     except git.GitError:
@@ -120,6 +119,8 @@ def _uses_data_branch(workspace: Workspace, options: Options) -> bool:
 def open_storage(workspace: Workspace, options: Options) -> Iterator[Storage]:
     """The data branch when this is a checkout with an origin; `.pythia/` otherwise."""
     if _uses_data_branch(workspace, options):
+        from ..databranch import DataBranch
+
         token = workspace.secrets.github_token
         with DataBranch(
             workspace.root,
