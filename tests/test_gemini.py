@@ -449,3 +449,15 @@ def test_a_blocked_reply_fails_only_its_batch(gemini: GeminiAdapters) -> None:
     # GeminiBlocked is a MalformedReply: classification records the batch as failed and goes on.
     with pytest.raises(MalformedReply, match="blocked"):
         generate_model(gemini.llm, CLASSIFY, KestrelVerdicts)
+
+
+def test_generation_and_embedding_keep_to_separate_rate_limits() -> None:
+    config = parse_config(
+        {"models": {"requests_per_minute": 7, "embedding_requests_per_minute": 300}}
+    )
+    adapters = from_config(
+        config, Secrets(gemini_api_key="test-gemini-key"), UsageMeter.from_config(config)
+    )
+    generation, embedding = adapters.llm.limiter, adapters.embedder.limiter
+    assert generation is not None and embedding is not None and generation is not embedding
+    assert (generation.requests_per_minute, embedding.requests_per_minute) == (7, 300)

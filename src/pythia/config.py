@@ -183,8 +183,14 @@ class Models(Strict):
     thinking_budget: int | None = Field(
         None, ge=0, description="Thinking tokens per call; unset leaves the model's default."
     )
-    requests_per_minute: int = Field(60, ge=1, description="Shared request rate limit.")
-    tokens_per_minute: int = Field(1_000_000, ge=1000, description="Shared token rate limit.")
+    requests_per_minute: int = Field(60, ge=1, description="Generation requests per minute.")
+    tokens_per_minute: int = Field(1_000_000, ge=1000, description="Generation tokens per minute.")
+    embedding_requests_per_minute: int = Field(
+        100, ge=1, description="Embedding requests per minute (a quota of its own)."
+    )
+    embedding_tokens_per_minute: int = Field(
+        1_000_000, ge=1000, description="Embedding tokens per minute."
+    )
     prices: dict[str, Price] = Field(
         default_factory=_default_prices, description="Price table for the cost estimate."
     )

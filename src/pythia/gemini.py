@@ -464,10 +464,12 @@ def from_config(
     meter: UsageMeter,
     *,
     limiter: RateLimiter | None = None,
+    embedding_limiter: RateLimiter | None = None,
     retry: RetryPolicy | None = None,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> GeminiAdapters:
-    """The LLM and the embedder, sharing one client, one meter and one rate limiter."""
+    """The LLM and the embedder, sharing one client and one meter; generation and embedding
+    each keep to their own rate limits (Gemini counts them as separate quotas)."""
     key = secrets.gemini_api_key.get_secret_value().strip() if secrets.gemini_api_key else ""
     if not key:
         raise MissingGeminiKey(
@@ -475,15 +477,16 @@ def from_config(
             "action as `gemini-api-key`."
         )
     client = make_client(key, timeout_seconds=timeout_seconds)
-    shared = limiter or RateLimiter.from_config(config)
+    generation = limiter or RateLimiter.from_config(config)
+    embedding = embedding_limiter or RateLimiter.from_config(config, embedding=True)
     policy = retry or RetryPolicy()
-    llm = GeminiLLM(client, meter=meter, limiter=shared, retry=policy)
+    llm = GeminiLLM(client, meter=meter, limiter=generation, retry=policy)
     embedder = GeminiEmbedder(
         client,
         model=config.models.embedding,
         dimensions=config.models.embedding_dimensions,
         meter=meter,
-        limiter=shared,
+        limiter=embedding,
         retry=policy,
     )
     return GeminiAdapters(llm=llm, embedder=embedder)

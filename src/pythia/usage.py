@@ -157,12 +157,19 @@ class RateLimiter:
         cls,
         config: Config,
         *,
+        embedding: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> RateLimiter:
+        """The generation limiter, or with `embedding` the embedding one: separate quotas."""
+        models = config.models
         return cls(
-            requests_per_minute=config.models.requests_per_minute,
-            tokens_per_minute=config.models.tokens_per_minute,
+            requests_per_minute=(
+                models.embedding_requests_per_minute if embedding else models.requests_per_minute
+            ),
+            tokens_per_minute=(
+                models.embedding_tokens_per_minute if embedding else models.tokens_per_minute
+            ),
             clock=clock,
             sleep=sleep,
         )
