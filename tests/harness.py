@@ -15,6 +15,7 @@ from pythia.app.workspace import Workspace
 from pythia.config import Config, Secrets
 from pythia.models import RunReport
 from pythia.ports import LLM, ChatSource, Embedder, Publisher
+from pythia.propose import Searcher
 from pythia.state import Ledger, StateStore
 from pythia.usage import UsageMeter
 
@@ -41,6 +42,7 @@ def run_pipeline(
     ledger: Ledger | None = None,
     meter: UsageMeter | None = None,
     sources: Sequence[ChatSource] | None = None,
+    search: Searcher | None = None,
     dry_run: bool = False,
     since: str | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -62,6 +64,7 @@ def run_pipeline(
             publisher=publisher,
             meter=meter or UsageMeter.from_config(space.config),
             sources=sources,
+            search=search,
             clock=clock,
             started=started,
         )

@@ -155,7 +155,8 @@ def test_dry_run_writes_the_three_sample_proposals(
     }
     assert lines[3:] == [SUMMARY_LINE]
     # Every recorded call was made, in order; the docs and the state are untouched.
-    assert vcr.all_played and vcr.play_count == 11
+    # Classification, four proposals, the index and all five search queries in one request.
+    assert vcr.all_played and vcr.play_count == 7
     assert "HTTPS_PROXY" not in (repo / "docs/troubleshooting.md").read_text(encoding="utf-8")
     assert not (repo / ".pythia/state").exists()
 
@@ -384,7 +385,7 @@ def test_search_json_without_a_key_uses_bm25_and_says_so_once(
     assert stderr.splitlines() == ["no GEMINI_API_KEY: searching with BM25 only"]
 
 
-@pytest.mark.vcr(SAMPLE)
+@pytest.mark.vcr
 def test_search_with_a_key_is_hybrid_and_without_one_falls_back(
     repo: Path, capsys: pytest.CaptureFixture[str], secrets_env: Any,
     monkeypatch: pytest.MonkeyPatch, vcr: Any,

@@ -478,7 +478,7 @@ FAULTS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
         pipeline, "classify", once(pipeline.classify, before=False)
     ),
     "after proposal": lambda mp: mp.setattr(
-        pipeline, "propose", once(pipeline.propose, before=False)
+        pipeline, "propose_for", once(pipeline.propose_for, before=False)
     ),
     "after branch push": lambda mp: mp.setattr(
         ProposalBranches, "push", once(ProposalBranches.push, before=False)

@@ -205,6 +205,9 @@ class Limits(Strict):
         12_000, ge=1000, description="Docs text given to one proposal call."
     )
     search_k: int = Field(8, ge=1, description="Chunks retrieved per thread.")
+    propose_conversations: int = Field(
+        5, ge=1, description="Conversations shown in one proposal call (all count as demand)."
+    )
     max_edit_retries: int = Field(2, ge=0, le=5, description="Reflections on failed edits.")
     max_changed_lines: int = Field(80, ge=1, description="Bigger proposals are refused.")
     max_changed_chars: int = Field(
@@ -255,6 +258,12 @@ class Publish(Strict):
     evidence_quotes: bool = Field(True, description="Quote (redacted) messages in PR bodies.")
     dashboard: bool = Field(True, description="Keep a 'Pythia dashboard' issue up to date.")
     min_confidence: float = Field(0.5, ge=0, le=1, description="Less confident proposals wait.")
+    min_conversations: int = Field(
+        1, ge=1, description="Propose a docs gap only once this many conversations asked about it."
+    )
+    min_people: int = Field(
+        1, ge=1, description="Propose a docs gap only once this many people asked about it."
+    )
 
     @field_validator("data_branch")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -119,6 +120,46 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class Demand:
+    """How often a docs gap was asked about: conversation keys and author pseudonyms (ids
+    only, never text), and when it was first and last asked."""
+
+    conversations: tuple[str, ...]
+    people: tuple[str, ...]
+    first_seen: datetime
+    last_seen: datetime
+
+    def merged(self, other: Demand | None) -> Demand:
+        if other is None:
+            return self
+        return Demand(
+            conversations=tuple(sorted({*self.conversations, *other.conversations})),
+            people=tuple(sorted({*self.people, *other.people})),
+            first_seen=min(self.first_seen, other.first_seen),
+            last_seen=max(self.last_seen, other.last_seen),
+        )
+
+    def sentence(self) -> str:
+        """'asked in 7 conversations by 5 people since 2026-10-02'."""
+        talks, people = len(self.conversations), len(self.people)
+        return (
+            f"asked in {talks} conversation{'s' if talks != 1 else ''} by {people} "
+            f"{'people' if people != 1 else 'person'} since {self.first_seen:%Y-%m-%d}"
+        )
+
+    @classmethod
+    def of(cls, threads: Sequence[Thread]) -> Demand:
+        """The demand a set of threads shows: their keys and the people who wrote in them."""
+        messages = [message for thread in threads for message in thread.messages]
+        return cls(
+            conversations=tuple(sorted({thread.key for thread in threads})),
+            people=tuple(sorted({m.author for m in messages if not m.is_bot})),
+            first_seen=min(m.sent_at for m in messages),
+            last_seen=max(m.sent_at for m in messages),
+        )
+
+
+@dataclass(frozen=True)
 class Proposal:
     """A grounded documentation change, ready to be safety-checked and published."""
 
@@ -135,6 +176,7 @@ class Proposal:
     files: tuple[tuple[str, str], ...]
     evidence: tuple[Evidence, ...] = ()
     sources: tuple[Hit, ...] = ()
+    demand: Demand | None = None  # every conversation behind it, this run's and earlier ones
 
     @property
     def paths(self) -> tuple[str, ...]:

@@ -13,8 +13,9 @@ from pathlib import Path
 from . import threads as threading_
 from .classify import classify
 from .config import Config
+from .demand import Asked, Group, below_threshold, group_by_section
 from .edits import PathPolicy
-from .models import Message, Proposal, RunReport, StreamReport, Thread, Verdict
+from .models import Evidence, Message, Proposal, RunReport, StreamReport, Thread, Verdict
 from .ports import (
     LLM,
     ChatSource,
@@ -27,13 +28,23 @@ from .ports import (
     PublishingBlocked,
     one_line,
 )
-from .propose import NoChange, ProposalFailed, Searcher, propose
+from .propose import (
+    NoChange,
+    ProposalFailed,
+    Searcher,
+    propose_for,
+    quote_of,
+    retrieve,
+    search_queries,
+)
 from .safety import check_proposal, defang_proposal, sanitize_for_publishing
 from .sources import read_stream
-from .state import StateStore, StreamState
+from .state import TERMINAL, Ledger, LedgerEntry, StateStore, StreamState
 from .usage import BudgetExhausted, UsageMeter
 
 log = logging.getLogger(__name__)
+
+EVIDENCE_PER_THREAD = 5  # messages of each new conversation shown on an open PR
 
 
 @dataclass
@@ -51,7 +62,8 @@ class Deps:
     repo_root: Path | None = None
     clock: Callable[[], float] = time.monotonic
     since: bool = False
-    parked: Callable[[], list[Proposal]] = list  # proposals that waited for room last time
+    ledger: Ledger = field(default_factory=Ledger)  # the publisher records into the same one
+    warm: Callable[[Sequence[str]], None] = lambda _queries: None  # embed a run's queries at once
     started: float | None = None  # on `clock`, when the job began (indexing included)
 
 
@@ -121,30 +133,38 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
             if not verdict.doc_value:
                 _record(by_key[key], "no doc value")
 
+        _publish_parked(deps, report)
+        valuable = sorted(
+            (v for v in classification.verdicts.values() if v.doc_value),
+            key=lambda verdict: _chat_order(by_key[verdict.thread_key][1]),
+        )
+        with _stage(report, "retrieve", deps.clock):
+            asked = _retrieve(valuable, by_key, config, deps, report)
         with _stage(report, "propose", deps.clock):
-            _publish_parked(deps, report)
-            valuable = [v for v in classification.verdicts.values() if v.doc_value]
-            for verdict in valuable:
-                if should_stop():
+            for group in group_by_section(asked, ledger=deps.ledger):
+                if report.fatal or should_stop():
                     break
-                stream, thread = by_key[verdict.thread_key]
+                members = [by_key[item.thread.key] for item in group.asked]
                 try:
-                    _propose_and_publish(thread, verdict, config, deps, report)
+                    _propose_group(group, config, deps, report)
                 except PublishingBlocked as error:
-                    # A setting to fix, not the thread's fault: its proposal is parked.
-                    _record((stream, thread), "proposal parked: publishing is blocked")
+                    # A setting to fix, not the threads' fault: the proposal is parked.
+                    for member in members:
+                        _record(member, "proposal parked: publishing is blocked")
                     report.fatal = one_line(error)
                     log.error("%s", report.fatal)
                     break
                 except (BudgetExhausted, LLMUnavailable, PublisherUnavailable) as error:
-                    # An outage is not the thread's fault: no failure counted, tried next run.
+                    # An outage is not the threads' fault: no failure counted, tried next run.
                     report.stopped_early = one_line(error)
                     log.warning("proposals stopped: %s", report.stopped_early)
                     break
                 except (ProposalFailed, MalformedReply, PublishError) as error:
-                    _fail((stream, thread), str(error), config, report)
+                    for member in members:
+                        _fail(member, str(error), config, report)
                     continue
-                _record((stream, thread), "proposal handled")
+                for member in members:
+                    _record(member, "proposal handled")
 
     with _stage(report, "save", deps.clock):
         for stream in streams:
@@ -193,25 +213,86 @@ def ingest(
     )
 
 
-def _propose_and_publish(
-    thread: Thread, verdict: Verdict, config: Config, deps: Deps, report: RunReport
-) -> None:
-    policy = PathPolicy.from_config(config.docs)
-    outcome = propose(
-        thread,
-        verdict,
+def _chat_order(thread: Thread) -> tuple[datetime, str]:
+    return (thread.messages[0].sent_at, thread.key)
+
+
+def _retrieve(
+    valuable: Sequence[Verdict],
+    by_key: dict[str, tuple[Ingested, Thread]],
+    config: Config,
+    deps: Deps,
+    report: RunReport,
+) -> list[Asked]:
+    """Every doc-worthy conversation with its docs sections; the queries of all of them are
+    embedded together first (a run's searches cost a request per hundred, not one each)."""
+    try:
+        deps.warm([query for verdict in valuable for query in search_queries(verdict)])
+    except LLMUnavailable as error:
+        report.stopped_early = one_line(error)
+        log.warning("retrieval stopped: %s", report.stopped_early)
+        return []
+    return [
+        Asked(
+            thread=by_key[verdict.thread_key][1],
+            verdict=verdict,
+            hits=tuple(retrieve(verdict, search=deps.search, k=config.limits.search_k)),
+        )
+        for verdict in valuable
+    ]
+
+
+def _propose_group(group: Group, config: Config, deps: Deps, report: RunReport) -> None:
+    """A group meets the proposal standing for its section (evidence, demand, or a decision
+    already made), waits for more demand, or becomes one new proposal."""
+    entry = group.entry
+    keys = [thread.key for thread in group.threads]
+    if entry is not None and entry.status in TERMINAL:
+        for key in keys:
+            _skip(report, key, f"maintainers already {entry.status} a proposal for this section")
+        return
+    if entry is not None and entry.status == "open":
+        if set(keys) <= set(entry.thread_keys):
+            for key in keys:
+                _skip(report, key, "already in the PR")
+            return
+        evidence = _evidence_only(group, entry, config, deps)
+        _note(report, evidence, deps.publisher.publish(evidence))
+        _remember(deps.ledger, entry.fingerprint, group)
+        return
+    if entry is not None and entry.status == "waiting" and entry.parked is not None:
+        _remember(deps.ledger, entry.fingerprint, group)
+        for key in keys:
+            _skip(report, key, "its proposal waits for room under the PR limits; demand recorded")
+        return
+    demand = group.demand.merged(entry.demand() if entry is not None else None)
+    waiting = below_threshold(
+        demand,
+        min_conversations=config.publish.min_conversations,
+        min_people=config.publish.min_people,
+    )
+    if waiting:
+        _remember(deps.ledger, group.key, group, reason=waiting)
+        for key in keys:
+            _skip(report, key, f"waiting for more demand: {waiting}")
+        return
+    outcome = propose_for(
+        [(item.thread, item.verdict) for item in group.asked],
+        hits=group.hits(config.limits.search_k),
         config=config,
         llm=deps.llm,
-        search=deps.search,
         read=deps.read,
-        policy=policy,
+        policy=PathPolicy.from_config(config.docs),
         repo_root=deps.repo_root,
+        demand=demand,
     )
     if isinstance(outcome, NoChange):
-        _skip(report, thread.key, f"no change: {outcome.reason}")
+        for key in keys:
+            _skip(report, key, f"no change: {outcome.reason}")
         return
     if outcome.confidence < config.publish.min_confidence:
-        _skip(report, thread.key, f"confidence {outcome.confidence:.2f} is too low")
+        for key in keys:
+            _skip(report, key, f"confidence {outcome.confidence:.2f} is too low")
         return
     before = {path: deps.read(path) or "" for path, _ in outcome.files}
     problems = check_proposal(
@@ -223,17 +304,89 @@ def _propose_and_publish(
         max_changed_chars=config.limits.max_changed_chars,
     )
     if problems:
-        _skip(report, thread.key, "refused: " + "; ".join(problems))
+        for key in keys:
+            _skip(report, key, "refused: " + "; ".join(problems))
         return
     outcome = defang_proposal(
         outcome, docs_domains=deps.docs_domains, allowed_domains=config.docs.allowed_link_domains
     )
     _note(report, outcome, deps.publisher.publish(outcome))
+    _remember(deps.ledger, outcome.fingerprint, group)
+    if entry is not None and entry.fingerprint != outcome.fingerprint and entry.parked is None:
+        # The demand recorded while waiting now belongs to the proposal it became.
+        moved = deps.ledger.proposals.pop(entry.fingerprint)
+        _remember(deps.ledger, outcome.fingerprint, group, earlier=moved)
+
+
+def _evidence_only(group: Group, entry: LedgerEntry, config: Config, deps: Deps) -> Proposal:
+    """New conversations for an open PR, as the evidence comment shows them; no model call."""
+    first = group.threads[0]
+    messages = [m for thread in group.threads for m in thread.messages[:EVIDENCE_PER_THREAD]]
+    quotes = config.publish.evidence_quotes
+    summaries = dict.fromkeys(" ".join(i.verdict.summary.split()) for i in group.asked)
+    return defang_proposal(
+        Proposal(
+            fingerprint=entry.fingerprint,
+            stream=first.stream,
+            thread_key=first.key,
+            category=entry.category or group.asked[0].verdict.category,
+            title=entry.title,
+            summary=sanitize_for_publishing(" ".join(s for s in summaries if s)),
+            reasoning="",
+            confidence=entry.confidence,
+            edits=(),
+            diff="",
+            files=(),
+            evidence=tuple(
+                Evidence(
+                    message_id=m.id,
+                    author=m.author,
+                    sent_at=m.sent_at,
+                    quote=quote_of(m.text) if quotes else "",
+                    permalink=m.permalink,
+                )
+                for m in messages
+            ),
+            demand=group.demand.merged(entry.demand()),
+        ),
+        docs_domains=deps.docs_domains,
+        allowed_domains=config.docs.allowed_link_domains,
+    )
+
+
+def _remember(
+    ledger: Ledger,
+    fingerprint: str,
+    group: Group,
+    *,
+    reason: str = "",
+    earlier: LedgerEntry | None = None,
+) -> None:
+    """Add the group's demand (ids and counts only) and its section to a ledger entry; with
+    `reason`, a gap still waiting for demand gets an entry of its own."""
+    entry = ledger.get(fingerprint)
+    if entry is None:
+        if not reason:
+            return  # a publisher that keeps no ledger (a dry run, a test double)
+        top = group.hits(1)
+        entry = LedgerEntry(
+            fingerprint=fingerprint,
+            status="waiting",
+            category=group.asked[0].verdict.category,
+            title=f"{top[0].path} › {top[0].heading}" if top and top[0].heading else "",
+        )
+    if reason:
+        entry = entry.model_copy(update={"reason": reason})
+    entry = entry.with_demand(group.demand)
+    if earlier is not None:
+        entry = entry.with_demand(earlier.demand())
+    targets = {*entry.targets, group.key, *(earlier.targets if earlier else ())}
+    ledger.put(entry.model_copy(update={"targets": sorted(targets)}))
 
 
 def _publish_parked(deps: Deps, report: RunReport) -> None:
     """Proposals that waited under the PR limits go first: they were judged already."""
-    for proposal in deps.parked():
+    for proposal in deps.ledger.parked():
         try:
             published = deps.publisher.publish(proposal)
         except PublishingBlocked as error:

@@ -9,13 +9,14 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from . import prompts
 from .config import Config
 from .edits import EditError, PathPolicy, apply_edits, unified_diff
-from .models import Edit, Evidence, Hit, Proposal, Thread, Verdict
+from .models import Demand, Edit, Evidence, Hit, Message, Proposal, Thread, Verdict
 from .ports import LLM, GenerateRequest
 from .safety import clip, sanitize_for_publishing
 from .structured import generate_model, request_for
@@ -62,23 +63,30 @@ class DocFile:
     text: str
 
 
-def retrieve(verdict: Verdict, *, search: Searcher, k: int) -> list[Hit]:
-    """Best sections for the verdict's queries, fused by reciprocal rank across queries."""
+def search_queries(verdict: Verdict) -> list[str]:
+    """What a verdict is searched by: its queries (or summary) and its keywords."""
     queries = [*verdict.queries] or [verdict.summary]
     if verdict.keywords:
         queries.append(" ".join(verdict.keywords))
+    return queries
+
+
+def retrieve(verdict: Verdict, *, search: Searcher, k: int) -> list[Hit]:
+    """Best sections for the verdict's queries, fused by reciprocal rank across queries."""
+    return fuse([search(query, k) for query in search_queries(verdict)], k=k)
+
+
+def fuse(rankings: Sequence[Sequence[Hit]], *, k: int) -> list[Hit]:
+    """Several result lists as one, by reciprocal rank (each hit scores 1 / (60 + rank))."""
     scores: dict[tuple[str, str, str], float] = {}
-    hits: dict[tuple[str, str, str], Hit] = {}
-    for query in queries:
-        for rank, hit in enumerate(search(query, k), 1):
+    first: dict[tuple[str, str, str], Hit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, 1):
             key = (hit.path, hit.anchor, hit.text[:80])
             scores[key] = scores.get(key, 0.0) + 1.0 / (60 + rank)
-            hits.setdefault(key, hit)
+            first.setdefault(key, hit)
     ordered = sorted(scores, key=lambda key: scores[key], reverse=True)[:k]
-    return [
-        Hit(hits[key].path, hits[key].heading, hits[key].anchor, scores[key], hits[key].text)
-        for key in ordered
-    ]
+    return [replace(first[key], score=scores[key]) for key in ordered]
 
 
 def pick_files(
@@ -136,13 +144,36 @@ def propose(
     policy: PathPolicy,
     repo_root: Path | None = None,
 ) -> Proposal | NoChange:
-    """Ask for edits, apply them to a scratch copy, and feed failures back at most twice."""
-    hits = retrieve(verdict, search=search, k=config.limits.search_k)
+    """One conversation's proposal: its own retrieval, then `propose_for`."""
+    return propose_for(
+        [(thread, verdict)],
+        hits=retrieve(verdict, search=search, k=config.limits.search_k),
+        config=config,
+        llm=llm,
+        read=read,
+        policy=policy,
+        repo_root=repo_root,
+    )
+
+
+def propose_for(
+    conversations: Sequence[tuple[Thread, Verdict]],
+    *,
+    hits: Sequence[Hit],
+    config: Config,
+    llm: LLM,
+    read: Callable[[str], str | None],
+    policy: PathPolicy,
+    repo_root: Path | None = None,
+    demand: Demand | None = None,
+) -> Proposal | NoChange:
+    """One proposal from the conversations about one docs section (oldest first): ask for
+    edits, apply them to a scratch copy, and feed failures back at most twice."""
     files = pick_files(hits, read=read, budget_tokens=config.limits.propose_context_tokens)
     if not files:
         return NoChange("no documentation file matched the conversation")
-    context = prompts.message_rows(thread.context, role="context")
-    rows = [*context, *prompts.message_rows(thread.messages, start=len(context) + 1)]
+    shown = _shown(conversations, config.limits.propose_conversations)
+    talks, by_index = _talks(shown)
 
     def request(feedback: str) -> GenerateRequest:
         return request_for(
@@ -153,8 +184,7 @@ def propose(
             schema=ProposeReply,
             repo_root=repo_root,
             project=config.project,
-            verdict=_as_prompt_data(verdict),
-            messages=rows,
+            conversations=talks,
             hits=hits,
             files=files,
             new_file_dirs=config.docs.new_file_dirs,
@@ -176,7 +206,38 @@ def propose(
         raise ProposalFailed(f"edits did not apply after {attempts} attempts: {failed}") from None
     if isinstance(edited, NoChange):
         return NoChange(edited.reason or "the model proposed no change")
-    return _proposal(thread, verdict, edited, texts, hits, config)
+    thread, verdict = conversations[0]
+    return _proposal(
+        thread, verdict, edited, texts, hits, config, by_index=by_index, demand=demand
+    )
+
+
+def _shown(
+    conversations: Sequence[tuple[Thread, Verdict]], limit: int
+) -> list[tuple[Thread, Verdict]]:
+    """The conversations a prompt shows: the first (oldest) and the latest ones, `limit` in all.
+    The others still count as demand; they add words, not facts."""
+    if len(conversations) <= limit:
+        return list(conversations)
+    return [conversations[0], *conversations[len(conversations) - limit + 1 :]]
+
+
+def _talks(
+    conversations: Sequence[tuple[Thread, Verdict]],
+) -> tuple[list[dict[str, Any]], dict[int, Message]]:
+    """Each conversation as the prompt shows it, its messages numbered across all of them, and
+    the judged messages by number (what the model may cite as evidence)."""
+    talks: list[dict[str, Any]] = []
+    by_index: dict[int, Message] = {}
+    start = 1
+    for thread, verdict in conversations:
+        context = prompts.message_rows(thread.context, start=start, role="context")
+        start += len(context)
+        rows = prompts.message_rows(thread.messages, start=start)
+        by_index.update(zip(range(start, start + len(rows)), thread.messages, strict=True))
+        start += len(rows)
+        talks.append({"verdict": _as_prompt_data(verdict), "messages": [*context, *rows]})
+    return talks, by_index
 
 
 @dataclass(frozen=True)
@@ -233,12 +294,13 @@ def _proposal(
     before: dict[str, str],
     hits: Sequence[Hit],
     config: Config,
+    *,
+    by_index: dict[int, Message],
+    demand: Demand | None,
 ) -> Proposal:
     reply, edits, after = edited.reply, edited.edits, edited.changed
     first = edits[0]
     section = section_of(before.get(first.path, ""), first.search)
-    offset = len(thread.context)
-    by_index = {offset + number: message for number, message in enumerate(thread.messages, 1)}
     evidence = tuple(
         Evidence(
             message_id=message.id,
@@ -266,6 +328,7 @@ def _proposal(
         files=tuple(sorted(after.items())),
         evidence=evidence,
         sources=tuple(hits),
+        demand=demand,
     )
 
 

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from .models import Proposal
+from .models import Demand, Proposal
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,11 @@ class LedgerEntry(BaseModel):
     branch: str = ""
     pr_number: int | None = None
     url: str = ""
-    thread_keys: list[str] = Field(default_factory=list)
+    thread_keys: list[str] = Field(default_factory=list)  # every conversation behind it
+    people: list[str] = Field(default_factory=list)  # their authors' pseudonyms
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    targets: list[str] = Field(default_factory=list)  # docs-section keys its demand came by
     sources: list[SourceRef] = Field(default_factory=list)
     evidence_comment_id: int | None = None
     reason: str = ""
@@ -138,6 +142,30 @@ class LedgerEntry(BaseModel):
             if "fingerprint" not in parked and isinstance(parked.get("edits"), list):
                 data = {**data, "parked": _from_rows(str(data.get("fingerprint", "")), parked)}
         return data
+
+    def demand(self) -> Demand | None:
+        if not self.thread_keys or self.first_seen is None or self.last_seen is None:
+            return None
+        return Demand(
+            conversations=tuple(self.thread_keys),
+            people=tuple(self.people),
+            first_seen=self.first_seen,
+            last_seen=self.last_seen,
+        )
+
+    def with_demand(self, demand: Demand | None) -> LedgerEntry:
+        """This entry with `demand` added to what it recorded before."""
+        if demand is None:
+            return self
+        total = demand.merged(self.demand())
+        return self.model_copy(
+            update={
+                "thread_keys": list(total.conversations),
+                "people": list(total.people),
+                "first_seen": total.first_seen,
+                "last_seen": total.last_seen,
+            }
+        )
 
     @field_validator("parked")
     @classmethod
@@ -255,6 +283,12 @@ def merge_ledger_entries(ours: LedgerEntry, theirs: LedgerEntry) -> LedgerEntry:
     if not winner.confidence and loser.confidence:
         filled["confidence"] = loser.confidence
     filled["thread_keys"] = sorted({*winner.thread_keys, *loser.thread_keys})
+    filled["people"] = sorted({*winner.people, *loser.people})
+    filled["targets"] = sorted({*winner.targets, *loser.targets})
+    seen = [t for t in (winner.first_seen, loser.first_seen) if t is not None]
+    filled["first_seen"] = min(seen) if seen else None
+    seen = [t for t in (winner.last_seen, loser.last_seen) if t is not None]
+    filled["last_seen"] = max(seen) if seen else None
     handled = sorted({*winner.handled_comments, *loser.handled_comments})
     filled["handled_comments"] = handled[-MAX_HANDLED_COMMENTS:]
     filled["created_at"] = min(winner.created_at, loser.created_at)

@@ -8,6 +8,8 @@ cassette is exactly the wire format a real run produces, minus the key.
 
     .venv/bin/python tests/cassettes/record_sample.py
 
+It writes the dry run's cassette and the one of `pythia index` + `pythia search`.
+
 Run it again after a change to the prompts, the chunker or the sample fixtures. To record
 against the real Gemini API instead, see the top of tests/test_cli.py.
 """
@@ -32,6 +34,9 @@ import yaml
 TESTS = Path(__file__).resolve().parents[1]
 FIXTURES = TESTS / "fixtures"
 CASSETTE = TESTS / "cassettes/test_cli/test_dry_run_writes_the_three_sample_proposals.yaml"
+SEARCH_CASSETTE = (
+    TESTS / "cassettes/test_cli/test_search_with_a_key_is_hybrid_and_without_one_falls_back.yaml"
+)
 GEMINI_HOST = "generativelanguage.googleapis.com"
 # Pinned, so the recorded URLs do not move when the config's default models do; small
 # vectors keep the cassette readable, and the pipeline does not care about their size.
@@ -170,7 +175,8 @@ def fake_gemini(*, classify_model: str) -> Iterator[str]:
 # ---------------------------------------------------------------- recording
 
 
-def record(cassette: Path = CASSETTE) -> int:
+def record(cassette: Path = CASSETTE, commands: list[list[str]] | None = None) -> int:
+    """Runs `commands` (each followed by --repo; `{out}` is a scratch folder) and records them."""
     import vcr
 
     from pythia.app import cli
@@ -201,10 +207,12 @@ def record(cassette: Path = CASSETTE) -> int:
         try:
             repo = sample_repo(Path(folder))
             logging.getLogger("vcr").setLevel(logging.WARNING)
+            out = str(Path(folder) / "out")
+            code = 0
             with recorder.use_cassette(str(cassette)) as recorded:
-                code = cli.main(
-                    ["run", "--dry-run", "--repo", str(repo), "--out", str(Path(folder) / "out")]
-                )
+                for command in commands or [["run", "--dry-run", "--out", "{out}"]]:
+                    argv = [arg.replace("{out}", out) for arg in command]
+                    code = code or cli.main([*argv, "--repo", str(repo)])
             print(f"recorded {len(recorded)} interactions into {cassette} (exit {code})")
         finally:
             for name, value in saved.items():
@@ -232,4 +240,10 @@ _ENVIRONMENT = (
 
 
 if __name__ == "__main__":
-    raise SystemExit(record())
+    raise SystemExit(
+        record()
+        or record(
+            SEARCH_CASSETTE,
+            [["index", "--json"], ["search", "remote cache proxy", "--json", "-k", "3"]],
+        )
+    )

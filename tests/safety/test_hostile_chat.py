@@ -19,6 +19,7 @@ from hostile_kit import (
     HostileModel,
     RecordingPublisher,
     scan,
+    section_per_conversation,
     write_corpus,
 )
 
@@ -95,6 +96,7 @@ def run_hostile(tmp_path: Path, caplog: pytest.LogCaptureFixture, *, sneaky: boo
         llm=llm,
         embedder=embedder,
         publisher=recorder,
+        search=section_per_conversation,
         now=NOW,
     )
     run = HostileRun(rows, report, llm, model, recorder)

@@ -22,6 +22,7 @@ from ..config import ExportStream, Secrets, Stream, TelegramStream, ZulipStream
 from ..models import Hit
 from ..ports import LLM, ChatSource, Embedder, Publisher
 from ..propose import Searcher
+from ..querycache import QueryCache
 from ..sources import SourceError, UnreadableSource
 from ..state import Ledger, StateStore
 from ..usage import UsageMeter
@@ -216,16 +217,19 @@ def build_deps(
     publisher: Publisher,
     meter: UsageMeter,
     sources: Sequence[ChatSource] | None = None,
+    search: Searcher | None = None,
     clock: Callable[[], float] = time.monotonic,
     started: float | None = None,
 ) -> pipeline.Deps:
-    """Everything `pipeline.run` talks to; `sources` default to the configured streams."""
+    """Everything `pipeline.run` talks to; `sources` default to the configured streams and
+    `search` to the index behind `conn`."""
     if sources is None:
         sources = build_sources(workspace, chosen_streams(workspace, options))
+    queries = QueryCache(embedder) if embedder is not None else None
     return pipeline.Deps(
         sources=sources,
         llm=llm,
-        search=searcher(workspace, conn, embedder),
+        search=search or searcher(workspace, conn, queries),
         read=workspace.read,
         publisher=publisher,
         store=store,
@@ -234,6 +238,7 @@ def build_deps(
         repo_root=workspace.root,
         clock=clock,
         since=bool(options.since),
-        parked=ledger.parked,
+        ledger=ledger,
+        warm=queries.warm if queries is not None else lambda _queries: None,
         started=started,
     )

@@ -43,7 +43,11 @@ def render_dashboard(
         report=report,
         streams=sorted(streams, key=lambda s: s.stream),
         open=ledger.with_status("open"),
-        waiting=ledger.with_status("waiting", "failed"),
+        waiting=sorted(
+            ledger.with_status("waiting", "failed"),
+            key=lambda e: (len(e.thread_keys), len(e.people)),
+            reverse=True,
+        ),
         rejected=ledger.with_status("rejected", "ignored"),
         merged=ledger.with_status("merged"),
         failing=failing,

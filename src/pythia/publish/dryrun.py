@@ -47,8 +47,9 @@ class DryRunPublisher:
             return Published(action="skipped", reason=f"maintainers already {entry.status} it")
         folder = self.out_dir / proposal.fingerprint
         threads = self._threads.get(proposal.fingerprint)
-        if threads is not None:
-            return self._add_evidence(proposal, folder, threads)
+        if threads is not None or not proposal.edits:
+            # A later conversation on this run's proposal, or on a PR already open.
+            return self._add_evidence(proposal, folder, threads if threads is not None else [])
         if self.read is not None:
             try:
                 proposal = rebase(proposal, read=self.read)
@@ -71,6 +72,7 @@ class DryRunPublisher:
         url = folder.resolve().as_uri()
         if proposal.thread_key in threads:
             return Published(action="skipped", url=url, reason="already in the PR")
+        folder.mkdir(parents=True, exist_ok=True)
         path = folder / "evidence.md"
         previous = path.read_text(encoding="utf-8") if path.exists() else None
         body = render_evidence_comment(

@@ -160,6 +160,9 @@ class GitHubPublisher:
             closed = self._closed_meanwhile(entry)
             if closed is not None:
                 return closed
+        if not proposal.edits:
+            # Evidence for a PR that is no longer open: there is no change to open one with.
+            return Published(action="skipped", reason="its pull request is no longer open")
         waiting = self._over_limit()
         if waiting:
             self._record(proposal, entry, status="waiting", reason=waiting)

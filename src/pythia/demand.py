@@ -1,0 +1,100 @@
+"""Grouping a run's doc-worthy conversations by the docs section they target, and their demand.
+
+Repeated questions are demand, not repetition: every conversation about one section joins one
+group, and a group costs at most one proposal call (none when it meets an open or waiting
+proposal, or one maintainers already decided on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .models import Demand, Hit, Thread, Verdict
+from .propose import fingerprint, fuse
+from .state import TERMINAL, Ledger, LedgerEntry
+
+# How deep in a conversation's results an open or waiting proposal's section may be found.
+MATCH_DEPTH = 3
+_RANK = {"open": 3, "waiting": 2}
+
+
+@dataclass(frozen=True)
+class Asked:
+    """One doc-worthy conversation: its thread, the verdict, and the docs sections retrieved."""
+
+    thread: Thread
+    verdict: Verdict
+    hits: tuple[Hit, ...]
+
+
+@dataclass(frozen=True)
+class Group:
+    """The conversations of a run about one docs section, oldest first, and the ledger entry
+    (open, waiting or decided proposal) already standing for that section, if any."""
+
+    key: str
+    asked: tuple[Asked, ...]
+    entry: LedgerEntry | None = None
+
+    @property
+    def threads(self) -> tuple[Thread, ...]:
+        return tuple(item.thread for item in self.asked)
+
+    @property
+    def demand(self) -> Demand:
+        return Demand.of(self.threads)
+
+    def hits(self, k: int) -> list[Hit]:
+        """The members' results fused by reciprocal rank, best first."""
+        return fuse([item.hits for item in self.asked], k=k)
+
+
+def section_key(hit: Hit) -> str:
+    """The key of a docs section: the fingerprint a proposal editing that section gets."""
+    return fingerprint(hit.path, hit.heading.strip().lower())
+
+
+def group_by_section(asked: Sequence[Asked], *, ledger: Ledger) -> list[Group]:
+    """Conversations grouped by the section they target: a section an open or waiting proposal
+    stands for when one is among their first results, else their best result's section.
+
+    `asked` comes in chat order; groups keep it (the one holding the oldest conversation first),
+    so a run that stops early has finished the oldest work.
+    """
+    standing = _standing(ledger)
+    members: dict[str, list[Asked]] = {}
+    for item in asked:
+        keys = [section_key(hit) for hit in item.hits]
+        live = [k for k in keys[:MATCH_DEPTH] if k in standing and standing[k].status in _RANK]
+        key = live[0] if live else (keys[0] if keys else f"conversation:{item.thread.key}")
+        members.setdefault(key, []).append(item)
+    return [Group(key, tuple(items), standing.get(key)) for key, items in members.items()]
+
+
+def _standing(ledger: Ledger) -> dict[str, LedgerEntry]:
+    """Section key -> the entry standing for it: open before waiting before decided ones."""
+    found: dict[str, LedgerEntry] = {}
+    for entry in ledger.proposals.values():
+        for key in (entry.fingerprint, *entry.targets):
+            current = found.get(key)
+            if current is None or _rank(entry) > _rank(current):
+                found[key] = entry
+    return found
+
+
+def _rank(entry: LedgerEntry) -> int:
+    return _RANK.get(entry.status, 1 if entry.status in TERMINAL else 0)
+
+
+def below_threshold(demand: Demand, *, min_conversations: int, min_people: int) -> str:
+    """Why a gap is not proposed yet (too few conversations or people), or ''."""
+    talks, people = len(demand.conversations), len(demand.people)
+    if talks < min_conversations:
+        return (
+            f"asked in {talks} of the {min_conversations} conversations "
+            "publish.min_conversations asks for"
+        )
+    if people < min_people:
+        return f"asked by {people} of the {min_people} people publish.min_people asks for"
+    return ""
