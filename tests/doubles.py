@@ -6,10 +6,10 @@ import hashlib
 import math
 import re
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from pythia.models import Proposal, Usage
+from pythia.models import Message, Proposal, Usage
 from pythia.ports import EmbedTask, GenerateRequest, Generation, Published
 
 _WORD = re.compile(r"\w+")
@@ -129,3 +129,20 @@ class MemoryPublisher:
             return Published(action="updated", url=f"pr/{proposal.fingerprint}")
         self.prs[proposal.fingerprint] = proposal
         return Published(action="opened", url=f"pr/{proposal.fingerprint}")
+
+
+class ListSource:
+    """`ports.ChatSource` over a list of messages, read after the watermark like a chat."""
+
+    def __init__(self, stream: str, messages: Sequence[Message]) -> None:
+        self.stream = stream
+        self.messages = sorted(messages, key=lambda message: message.id)
+
+    def start_after(self) -> int:
+        return 0
+
+    def fetch(self, after: int | None) -> Iterator[Message]:
+        return iter([m for m in self.messages if after is None or m.id > after])
+
+    def close(self) -> None:
+        pass

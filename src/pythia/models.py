@@ -149,11 +149,12 @@ class Demand:
 
     @classmethod
     def of(cls, threads: Sequence[Thread]) -> Demand:
-        """The demand a set of threads shows: their keys and the people who wrote in them."""
+        """The demand a set of threads shows: their keys and the people who asked (each thread's
+        first author; those who answered are not demand)."""
         messages = [message for thread in threads for message in thread.messages]
         return cls(
             conversations=tuple(sorted({thread.key for thread in threads})),
-            people=tuple(sorted({m.author for m in messages if not m.is_bot})),
+            people=tuple(sorted({thread.messages[0].author for thread in threads})),
             first_seen=min(m.sent_at for m in messages),
             last_seen=max(m.sent_at for m in messages),
         )

@@ -157,13 +157,14 @@ class LedgerEntry(BaseModel):
         """This entry with `demand` added to what it recorded before."""
         if demand is None:
             return self
-        total = demand.merged(self.demand())
+        first = [t for t in (self.first_seen, demand.first_seen) if t is not None]
+        last = [t for t in (self.last_seen, demand.last_seen) if t is not None]
         return self.model_copy(
             update={
-                "thread_keys": list(total.conversations),
-                "people": list(total.people),
-                "first_seen": total.first_seen,
-                "last_seen": total.last_seen,
+                "thread_keys": sorted({*self.thread_keys, *demand.conversations}),
+                "people": sorted({*self.people, *demand.people}),
+                "first_seen": min(first),
+                "last_seen": max(last),
             }
         )
 

@@ -1,0 +1,211 @@
+"""Demand, not repetition: conversations about one docs section become one proposal, evidence
+on its open PR, or recorded demand, never one model call each."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import harness
+from doubles import FunctionLLM, HashEmbedder, ListSource, MemoryPublisher
+from kestrel_model import answer
+from pythia.config import Config, parse_config
+from pythia.demand import Asked, below_threshold, group_by_section, section_key
+from pythia.models import Demand, Hit, Message, Thread, Verdict
+from pythia.prompts import environment
+from pythia.publish.render import render_pr_body
+from pythia.querycache import QueryCache
+from pythia.state import Ledger, LedgerEntry, StateStore
+
+FIXTURES = Path(__file__).parent / "fixtures"
+START = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 9, 12, 0, tzinfo=timezone.utc)
+QUESTION = "our remote cache hangs behind the corporate proxy at work, any idea what to set?"
+ANSWER = "set HTTPS_PROXY and point KESTREL_CA_BUNDLE at the company CA, that fixed it for me"
+
+
+def conversation(number: int, asker: str) -> list[Message]:
+    """One proxy question and its answer, hours after the previous conversation."""
+    at = START + timedelta(hours=6 * number)
+    first = 10 * number + 1
+    return [
+        Message("tg", first, asker, at, QUESTION, permalink=f"https://t.me/c/{first}"),
+        Message("tg", first + 1, "user-helper", at + timedelta(minutes=3), ANSWER, reply_to=first),
+    ]
+
+
+def config(**publish: Any) -> Config:
+    return parse_config(
+        {
+            "project": {"name": "Kestrel"},
+            "docs": {"root": "docs"},
+            "privacy": {"salt": "test-salt"},
+            "publish": publish,
+        }
+    )
+
+
+class Runs:
+    """Runs of the pipeline over one repository, its state and its ledger."""
+
+    def __init__(self, root: Path, config: Config) -> None:
+        shutil.copytree(FIXTURES / "sample-docs/docs", root / "docs")
+        self.space = harness.workspace(root, config)
+        self.embedder = HashEmbedder()
+        self.index = root / "index.sqlite"
+        harness.index_docs(self.space, self.index, self.embedder)
+        self.store = StateStore(root / "state")
+        self.ledger = Ledger()
+
+    def run(self, messages: list[Message], publisher: Any, llm: FunctionLLM) -> Any:
+        return harness.run_pipeline(
+            self.space,
+            index_path=self.index,
+            store=self.store,
+            ledger=self.ledger,
+            llm=llm,
+            embedder=self.embedder,
+            publisher=publisher,
+            sources=[ListSource("tg", messages)],
+            now=NOW,
+        )
+
+
+def test_three_conversations_about_one_section_make_one_proposal(tmp_path: Path) -> None:
+    runs = Runs(tmp_path, config())
+    llm = FunctionLLM(answer)
+    publisher = MemoryPublisher()
+    messages = [*conversation(1, "user-a"), *conversation(2, "user-b"), *conversation(3, "user-a")]
+    report = runs.run(messages, publisher, llm)
+
+    assert llm.calls("propose") == 1
+    assert len(report.proposals_opened) == 1
+    (proposal,) = publisher.prs.values()
+    assert proposal.demand is not None
+    assert len(proposal.demand.conversations) == 3
+    assert proposal.demand.people == ("user-a", "user-b")  # who asked; not who answered
+    body = render_pr_body(proposal, templates=environment())
+    assert "Asked in 3 conversations by 2 people since 2026-03-01" in body
+    # every conversation's outcome is recorded: the watermark passes all of them
+    assert runs.store.load_stream("tg").watermark == 32
+    # the queries of the three conversations were embedded in one request
+    query_calls = [c for c, task in zip(runs.embedder.calls, runs.embedder.tasks, strict=True)
+                   if task == "query"]
+    assert len(query_calls) == 1
+
+
+def test_a_conversation_on_an_open_prs_section_is_evidence_without_a_model_call(
+    tmp_path: Path,
+) -> None:
+    runs = Runs(tmp_path, config())
+    first = MemoryPublisher()
+    runs.run(conversation(1, "user-a"), first, FunctionLLM(answer))
+    (proposal,) = first.prs.values()
+    # What GitHubPublisher and the pipeline record for it (this double keeps no ledger).
+    runs.ledger.put(
+        LedgerEntry(fingerprint=proposal.fingerprint, status="open", pr_number=7,
+                    title=proposal.title, thread_keys=["tg:11"],
+                    targets=[section_key(proposal.sources[0])])
+    )  # fmt: skip
+
+    llm, later = FunctionLLM(answer), MemoryPublisher()
+    report = runs.run([*conversation(1, "user-a"), *conversation(2, "user-b")], later, llm)
+    assert llm.calls("propose") == 0
+    (evidence,) = [p for p in later_proposals(later)]
+    assert evidence.fingerprint == proposal.fingerprint and evidence.edits == ()
+    assert evidence.thread_key == "tg:21" and {e.message_id for e in evidence.evidence} == {21, 22}
+    assert report.proposals_opened == [f"pr/{proposal.fingerprint}"]  # a new double: "opened"
+    entry = runs.ledger.get(proposal.fingerprint)
+    assert entry is not None and entry.thread_keys == ["tg:11", "tg:21"]
+
+
+def later_proposals(publisher: MemoryPublisher) -> list[Any]:
+    return list(publisher.prs.values())
+
+
+def test_recurring_gaps_only_wait_for_demand_then_become_one_proposal(tmp_path: Path) -> None:
+    runs = Runs(tmp_path, config(min_conversations=2, min_people=2))
+    llm, publisher = FunctionLLM(answer), MemoryPublisher()
+    first = runs.run(conversation(1, "user-a"), publisher, llm)
+    assert llm.calls("propose") == 0 and publisher.calls == 0
+    assert any("waiting for more demand" in why for _, why in first.skipped)
+    (waiting,) = runs.ledger.proposals.values()
+    assert waiting.status == "waiting" and waiting.parked is None
+    assert waiting.thread_keys == ["tg:11"] and "publish.min_conversations" in waiting.reason
+    assert "proxy" not in waiting.model_dump_json().lower()  # ids and docs text only
+
+    second = runs.run([*conversation(1, "user-a"), *conversation(2, "user-b")], publisher, llm)
+    assert llm.calls("propose") == 1 and len(second.proposals_opened) == 1
+    (proposal,) = publisher.prs.values()
+    assert proposal.demand is not None and len(proposal.demand.conversations) == 2
+
+
+def test_a_section_maintainers_rejected_costs_no_model_call(tmp_path: Path) -> None:
+    runs = Runs(tmp_path, config())
+    first = MemoryPublisher()
+    runs.run(conversation(1, "user-a"), first, FunctionLLM(answer))
+    (proposal,) = first.prs.values()
+    runs.ledger.put(
+        LedgerEntry(
+            fingerprint=proposal.fingerprint,
+            status="rejected",
+            targets=[section_key(proposal.sources[0])],
+        )
+    )
+    llm = FunctionLLM(answer)
+    report = runs.run([*conversation(1, "user-a"), *conversation(2, "user-b")], first, llm)
+    assert llm.calls("propose") == 0
+    assert any("maintainers already rejected" in why for _, why in report.skipped)
+
+
+def hit(path: str, heading: str) -> Hit:
+    return Hit(path, heading, heading.lower(), 1.0, "text")
+
+
+def asked(number: int, *hits: Hit) -> Asked:
+    thread = Thread("tg", tuple(conversation(number, f"user-{number}")))
+    verdict = Verdict(thread.key, "question", True, "s", "r")
+    return Asked(thread, verdict, hits)
+
+
+def test_grouping_prefers_a_standing_proposal_among_the_first_results() -> None:
+    proxy, cache = hit("docs/troubleshooting.md", "Proxy"), hit("docs/cache.md", "Location")
+    ledger = Ledger()
+    ledger.put(LedgerEntry(fingerprint=section_key(cache), status="open"))
+    groups = group_by_section(
+        [asked(1, proxy), asked(2, proxy, cache), asked(3, cache)], ledger=ledger
+    )
+    assert [(g.key, [a.thread.key for a in g.asked]) for g in groups] == [
+        (section_key(proxy), ["tg:11"]),
+        (section_key(cache), ["tg:21", "tg:31"]),
+    ]
+    assert groups[1].entry is not None and groups[1].entry.status == "open"
+
+
+def test_thresholds_name_the_setting_to_change() -> None:
+    demand = Demand(("tg:1",), ("user-a",), START, START)
+    assert below_threshold(demand, min_conversations=1, min_people=1) == ""
+    assert "publish.min_conversations" in below_threshold(
+        demand, min_conversations=3, min_people=1
+    )
+    assert "publish.min_people" in below_threshold(demand, min_conversations=1, min_people=2)
+
+
+def test_the_query_cache_asks_once_for_each_query() -> None:
+    inner = HashEmbedder()
+    cache = QueryCache(inner)
+    cache.warm(["a b", "c d", "a b"])
+    assert cache.embed(["c d"], task="query") == [inner.vector("c d")]
+    assert inner.calls == [["a b", "c d"]]
+    cache.embed(["doc"], task="document")  # documents are not cached
+    assert inner.calls[-1] == ["doc"]
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_demand_sentence_counts(count: int) -> None:
+    demand = Demand(tuple(f"tg:{n}" for n in range(count)), ("user-a",), START, START)
+    assert demand.sentence().startswith(f"asked in {count} conversation")
