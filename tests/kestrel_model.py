@@ -115,27 +115,40 @@ def classify_reply(prompt: str) -> dict[str, object]:
 
 
 def propose_reply(prompt: str) -> dict[str, object]:
-    for prefix, (path, search, replace) in EDITS.items():
-        if f"Summary: {prefix}" in prompt:
-            indices = [int(i) for i in MESSAGE_INDEX.findall(prompt)]
-            return {
-                "change": True,
-                "reason": "",
-                "title": prefix.rstrip(":") + " (docs)",
-                "summary": "Documents what the community established.",
-                "reasoning": "A participant confirmed it worked.",
-                "confidence": 0.85,
-                "evidence": indices[:2],
-                "edits": [
-                    {
-                        "path": path,
-                        "search": search,
-                        "replace": replace,
-                        "reason": "missing from the docs",
-                    }
-                ],
-            }
+    for prefix, (path, search, replace) in _edits_for(prompt):
+        indices = [int(i) for i in MESSAGE_INDEX.findall(prompt)]
+        return {
+            "change": True,
+            "reason": "",
+            "title": prefix.rstrip(":") + " (docs)",
+            "summary": "Documents what the community established.",
+            "reasoning": "A participant confirmed it worked.",
+            "confidence": 0.85,
+            "evidence": indices[:2],
+            "edits": [
+                {
+                    "path": path,
+                    "search": search,
+                    "replace": replace,
+                    "reason": "missing from the docs",
+                }
+            ],
+        }
     return {"change": False, "reason": "the docs do not need this"}
+
+
+def _edits_for(prompt: str) -> list[tuple[str, tuple[str, str, str]]]:
+    """The edit the classifier's summary names or, when an earlier run's verdict came without
+    one, the edit the conversation itself calls for (a model reads the messages too)."""
+    named = [(p, edit) for p, edit in EDITS.items() if f"Summary: {p}" in prompt]
+    if named:
+        return named
+    chat = prompt.split("<chat_data>", 1)[-1]
+    judged = chat.split('role="message"', 1)[-1].lower()
+    for trigger, _, _, summary, _ in RULES:  # the rule the classifier would have applied
+        if trigger in judged:
+            return [(p, edit) for p, edit in EDITS.items() if summary.startswith(p)]
+    return []
 
 
 def answer(request: GenerateRequest) -> str:

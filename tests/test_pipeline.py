@@ -291,3 +291,24 @@ def test_the_time_budget_counts_from_the_start_of_the_job(repo: Path) -> None:
     )
     assert report.stopped_early == "the time budget is spent"
     assert report.classified == {}
+
+
+def test_a_run_stopped_by_a_cap_leaves_its_verdicts_for_the_next_one(repo: Path) -> None:
+    capped = Harness(repo, make_config(limits={"max_llm_calls": 2}))
+    meter = UsageMeter.from_config(capped.config)
+    first = capped.run(
+        llm=FunctionLLM(answer, meter=meter), publisher=MemoryPublisher(), meter=meter
+    )
+    assert first.stopped_early and "max_llm_calls" in first.stopped_early
+    state = capped.store.load_stream("kestrel-users")
+    assert state.judged and all(j.category for j in state.judged.values())
+    assert "proxy" not in state.model_dump_json().lower()  # ids, hashes, categories only
+
+    runner = Harness(repo, make_config())
+    llm = FunctionLLM(answer)
+    second = runner.run(llm=llm, publisher=MemoryPublisher())
+    assert llm.calls("classify") == 0  # nothing already paid for is classified again
+    assert llm.calls("propose") == len(state.judged)
+    after = runner.store.load_stream("kestrel-users")
+    assert after.watermark == 42 and after.judged == {}
+    assert second.stopped_early is None

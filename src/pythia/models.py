@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,6 +52,14 @@ class Thread:
     @property
     def last_at(self) -> datetime:
         return max(message.sent_at for message in self.messages)
+
+    @property
+    def digest(self) -> str:
+        """A hash of what the thread says (ids and texts): it changes when the thread does."""
+        hasher = hashlib.sha256()
+        for message in self.messages:
+            hasher.update(f"{message.id}\0{message.text}\0".encode())
+        return hasher.hexdigest()[:16]
 
     @property
     def message_ids(self) -> tuple[int, ...]:

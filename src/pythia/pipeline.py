@@ -39,7 +39,7 @@ from .propose import (
 )
 from .safety import check_proposal, defang_proposal, sanitize_for_publishing
 from .sources import read_stream
-from .state import TERMINAL, Ledger, LedgerEntry, StateStore, StreamState
+from .state import TERMINAL, Judged, Ledger, LedgerEntry, StateStore, StreamState
 from .usage import BudgetExhausted, UsageMeter
 
 log = logging.getLogger(__name__)
@@ -107,10 +107,11 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
     report.streams = [stream.report for stream in streams]
     by_key = {thread.key: (stream, thread) for stream in streams for thread in stream.settled}
 
+    known = _known_verdicts(by_key)
     with _stage(report, "classify", deps.clock):
         try:
             classification = classify(
-                [thread for _, thread in by_key.values()],
+                [thread for key, (_, thread) in by_key.items() if key not in known],
                 config=config,
                 llm=deps.llm,
                 repo_root=deps.repo_root,
@@ -132,10 +133,21 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
             report.classified[verdict.category] = report.classified.get(verdict.category, 0) + 1
             if not verdict.doc_value:
                 _record(by_key[key], "no doc value")
+            else:  # paid for: if this run cannot finish it, the next one reuses the verdict
+                stream, thread = by_key[key]
+                stream.state.judged = {
+                    **stream.state.judged,
+                    key: Judged(
+                        digest=thread.digest,
+                        category=verdict.category,
+                        confidence=verdict.confidence,
+                    ),
+                }
+        verdicts = {**known, **classification.verdicts}
 
         _publish_parked(deps, report)
         valuable = sorted(
-            (v for v in classification.verdicts.values() if v.doc_value),
+            (v for v in verdicts.values() if v.doc_value),
             key=lambda verdict: _chat_order(by_key[verdict.thread_key][1]),
         )
         with _stage(report, "retrieve", deps.clock):
@@ -211,6 +223,28 @@ def ingest(
         state=state, report=report, after=batch.after, fetched=list(batch.messages),
         settled=settled,
     )
+
+
+def _known_verdicts(by_key: dict[str, tuple[Ingested, Thread]]) -> dict[str, Verdict]:
+    """Verdicts an earlier run paid for on threads that have not changed since. Only the
+    category was kept (no chat text on the data branch), so the thread's opening message
+    stands in for the summary and the search query."""
+    known = {}
+    for key, (stream, thread) in by_key.items():
+        judged = stream.state.judged.get(key)
+        if judged is None or judged.digest != thread.digest:
+            continue
+        opening = " ".join(thread.messages[0].text.split())
+        known[key] = Verdict(
+            thread_key=key,
+            category=judged.category,
+            doc_value=True,
+            summary=opening[:300],
+            reason="judged worth documenting by an earlier run",
+            queries=(opening[:300],),
+            confidence=judged.confidence,
+        )
+    return known
 
 
 def _chat_order(thread: Thread) -> tuple[datetime, str]:
@@ -423,6 +457,8 @@ def _record(entry: tuple[Ingested, Thread], outcome: str) -> None:
     stream, thread = entry
     stream.recorded.update(thread.message_ids)
     stream.state.failures.pop(thread.key, None)
+    if thread.key in stream.state.judged:
+        stream.state.judged = {k: v for k, v in stream.state.judged.items() if k != thread.key}
     log.debug("thread %s: %s", thread.key, outcome)
 
 

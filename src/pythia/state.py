@@ -49,6 +49,14 @@ class Failure(BaseModel):
     last_error: str = ""
 
 
+class Judged(BaseModel):
+    """A paid-for verdict on a thread not yet handled: its hash and category, never its text."""
+
+    digest: str
+    category: str
+    confidence: float = 0.0
+
+
 class StreamState(BaseModel):
     """Progress of one stream: ids only, never message text."""
 
@@ -61,6 +69,9 @@ class StreamState(BaseModel):
     failures: dict[str, Failure] = Field(default_factory=dict)
     last_read_at: datetime | None = None
     messages_read_total: int = 0
+    # Doc-worthy threads a run classified but did not finish (a cap, an outage): the next run
+    # reuses the verdict instead of paying for it again, unless the thread changed.
+    judged: dict[str, Judged] = Field(default_factory=dict)
 
     @field_validator("done_ids")
     @classmethod
@@ -85,6 +96,9 @@ class StreamState(BaseModel):
             kept = [i for i in self.done_ids if i > self.watermark]
             if kept != self.done_ids:
                 self.done_ids = kept
+            judged = {k: v for k, v in self.judged.items() if _first_id(k) > self.watermark}
+            if judged != self.judged:
+                self.judged = judged
 
     def record_failure(self, thread_key: str, error: str) -> int:
         """Count one more failure of a thread; returns the new count."""
@@ -245,6 +259,14 @@ class Ledger(BaseModel):
 # --- merges for optimistic concurrency -------------------------------------------------------
 
 
+def _first_id(thread_key: str) -> int:
+    """The first message id in a thread key ('stream:123'); threads start after it."""
+    try:
+        return int(thread_key.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
 def merge_stream_states(ours: StreamState, theirs: StreamState) -> StreamState:
     """Combine two runs' views of one stream so neither loses progress."""
     marks = [w for w in (ours.watermark, theirs.watermark) if w is not None]
@@ -261,6 +283,7 @@ def merge_stream_states(ours: StreamState, theirs: StreamState) -> StreamState:
         failures=failures,
         last_read_at=max(read_at) if read_at else None,
         messages_read_total=max(ours.messages_read_total, theirs.messages_read_total),
+        judged={**theirs.judged, **ours.judged},
     )
     merged.compact()
     return merged
