@@ -6,7 +6,12 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
+# Where text comes from. Docs legitimately show `you@example.com`, the AWS sample key id and
+# addresses from the documentation ranges; in chat those same shapes can carry a real person's
+# name (`ivan.petrov@example.com`) and cost nothing to redact, so only docs get the exemption.
+Origin = Literal["chat", "docs"]
 PLACEHOLDERS = {"email": "[email]", "phone": "[phone]", "ip": "[ip]", "secret": "[secret]"}
 # Higher first: when two findings overlap, the more dangerous kind keeps its span.
 _PRIORITY = ("secret", "email", "ip", "phone")
@@ -47,40 +52,24 @@ def _mixed(value: str) -> bool:
     )
 
 
-def _not_example(value: str) -> bool:
-    """Skip the documented sample values (AKIAIOSFODNN7EXAMPLE) and filler like ghp_xxxx...."""
+def _not_filler(value: str) -> bool:
+    """Filler like ghp_xxxx... is no key: a real one has at least six distinct characters."""
     body = re.sub(r"^[a-z]+[_-]", "", value, flags=re.IGNORECASE)
-    return "example" not in value.lower() and len(set(body)) >= 6
-
-
-_RESERVED_EMAIL_DOMAINS = ("example.com", "example.org", "example.net")
-_RESERVED_TLDS = (".example", ".test", ".invalid", ".localhost")
+    return len(set(body)) >= 6
 
 
 def _real_email(value: str) -> bool:
-    local, _, domain = value.rpartition("@")
-    domain = domain.lower()
-    if local.lower() == "git":  # git@github.com:org/repo.git is an SSH remote, not a person
-        return False
-    reserved = domain in _RESERVED_EMAIL_DOMAINS or domain.endswith(_RESERVED_TLDS)
-    return not reserved and not any(domain.endswith("." + d) for d in _RESERVED_EMAIL_DOMAINS)
-
-
-_DOC_NETWORKS = tuple(
-    ipaddress.ip_network(net)
-    for net in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
-)
+    # git@github.com:org/repo.git is an SSH remote, not a person.
+    return value.rpartition("@")[0].lower() != "git"
 
 
 def _real_ip(value: str) -> bool:
-    """Loopback, 'any' and the documentation ranges (RFC 5737, RFC 3849) identify nobody."""
+    """Loopback and 'any' identify no machine."""
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
         return False
-    if address.is_loopback or address.is_unspecified:
-        return False
-    return not any(address in net for net in _DOC_NETWORKS if net.version == address.version)
+    return not (address.is_loopback or address.is_unspecified)
 
 
 def _real_ipv6(value: str) -> bool:
@@ -110,7 +99,7 @@ def _real_value(value: str) -> bool:
         return False
     if clean[0] in "$%<{[(*#/~." or clean.startswith(("http://", "https://")):
         return False
-    if any(word in lowered for word in ("example", "your", "placeholder", "dummy", "<", "...")):
+    if any(word in lowered for word in ("your", "placeholder", "dummy", "<", "...")):
         return False
     # `token = os.environ.get` and `api_key: settings.key` are code, not values.
     return re.fullmatch(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?:\(.*)?", clean) is None
@@ -145,19 +134,19 @@ _DETECTORS: tuple[_Detector, ...] = (
         "secret",
         "a GitHub token",
         re.compile(_B + r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})" + _E),
-        keep=_not_example,
+        keep=_not_filler,
     ),
     _Detector(
         "secret",
         "a Google API key",
         re.compile(_B + r"AIza[0-9A-Za-z_-]{35}" + _E),
-        keep=_not_example,
+        keep=_not_filler,
     ),
     _Detector(
         "secret",
         "an AWS access key id",
         re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}(?![A-Za-z0-9])"),
-        keep=_not_example,
+        keep=_not_filler,
     ),
     _Detector(
         "secret",
@@ -167,31 +156,31 @@ _DETECTORS: tuple[_Detector, ...] = (
             r"(?P<value>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+])"
         ),
         group="value",
-        keep=_not_example,
+        keep=_not_filler,
     ),
     _Detector(
         "secret",
         "a Slack token",
         re.compile(_B + r"xox[abposr]-[A-Za-z0-9-]{10,}" + _E),
-        keep=_not_example,
+        keep=_not_filler,
     ),
     _Detector(
         "secret",
         "a Slack webhook",
         re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
-        keep=_not_example,
+        keep=_not_filler,
     ),
     _Detector(
         "secret",
         "an API key (sk-)",
         re.compile(_B + r"sk-(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_-]{20,}" + _E),
-        keep=lambda value: _mixed(value) and _not_example(value),
+        keep=lambda value: _mixed(value) and _not_filler(value),
     ),
     _Detector(
         "secret",
         "a Stripe key",
         re.compile(_B + r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}" + _E),
-        keep=_not_example,
+        keep=_not_filler,
     ),
     _Detector(
         "secret",
@@ -199,14 +188,14 @@ _DETECTORS: tuple[_Detector, ...] = (
         re.compile(
             _B + r"(?:npm_[A-Za-z0-9]{36}|pypi-AgE[A-Za-z0-9_-]{50,}|glpat-[\w-]{20,})" + _E
         ),
-        keep=_not_example,
+        keep=_not_filler,
     ),
     _Detector(
         "secret",
         "a Telegram bot token",
         # Also inside Bot API URLs: https://api.telegram.org/bot<token>/getMe
         re.compile(r"(?:(?<=/bot)|(?<![\w:]))\d{8,10}:[A-Za-z0-9_-]{35}" + _E),
-        keep=_not_example,
+        keep=_not_filler,
     ),
     _Detector(
         "secret",
@@ -315,9 +304,44 @@ def _candidates(text: str) -> Iterable[Finding]:
     yield from _assignments(text)
 
 
-def find_sensitive(text: str) -> list[Finding]:
-    """Every secret and piece of personal data in `text`, without overlaps, in text order."""
-    found = list(_candidates(text))
+# ---------------------------------------------------------------- what docs may show
+
+_RESERVED_EMAIL_DOMAINS = ("example.com", "example.org", "example.net")
+_RESERVED_TLDS = (".example", ".test", ".invalid", ".localhost")
+_DOC_NETWORKS = tuple(
+    ipaddress.ip_network(net)
+    for net in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+
+
+def _documented_sample(kind: str, value: str) -> bool:
+    """Values reserved for documentation: RFC 2606 e-mail domains, the RFC 5737 and RFC 3849
+    address ranges, and vendors' published sample keys (AKIAIOSFODNN7EXAMPLE)."""
+    if kind == "email":
+        domain = value.rpartition("@")[2].lower()
+        return domain.endswith(_RESERVED_TLDS) or any(
+            domain == reserved or domain.endswith("." + reserved)
+            for reserved in _RESERVED_EMAIL_DOMAINS
+        )
+    if kind == "ip":
+        address = ipaddress.ip_address(value)
+        return any(address in net for net in _DOC_NETWORKS if net.version == address.version)
+    return kind == "secret" and "example" in value.lower()
+
+
+def find_sensitive(text: str, *, origin: Origin = "chat") -> list[Finding]:
+    """Every secret and piece of personal data in `text`, without overlaps, in text order.
+
+    Text from chat gets no exemption. Text from the docs may keep values reserved for
+    documentation (`you@example.com`, 192.0.2.1, AKIAIOSFODNN7EXAMPLE); real-looking keys and
+    addresses are found there too.
+    """
+    found = [
+        finding
+        for finding in _candidates(text)
+        if origin == "chat"
+        or not _documented_sample(finding.kind, text[finding.start : finding.end])
+    ]
     chosen: list[Finding] = []
     for kind in _PRIORITY:
         # Within one kind the earliest, then longest, span wins; detector order breaks ties.
@@ -330,11 +354,12 @@ def find_sensitive(text: str) -> list[Finding]:
     return sorted(chosen, key=lambda f: f.start)
 
 
-def redact(text: str) -> str:
-    """`text` with every finding replaced by its typed placeholder ([email], [secret], ...)."""
+def redact(text: str, *, origin: Origin = "chat") -> str:
+    """`text` with every finding replaced by its typed placeholder ([email], [secret], ...);
+    `origin` as for `find_sensitive`."""
     parts = []
     position = 0
-    for finding in find_sensitive(text):
+    for finding in find_sensitive(text, origin=origin):
         parts.append(text[position : finding.start])
         parts.append(finding.placeholder)
         position = finding.end
