@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
@@ -121,6 +123,68 @@ _KEY_WORDS = (
 _PHONE_BEFORE = r"(?<![\w+/.:=#-])"
 _PHONE_AFTER = r"(?![\w/]|[.:/-]\d)"
 
+def _token(label: str, pattern: str, keep: Callable[[str], bool] = _not_filler) -> _Detector:
+    """A secret known by its vendor's prefix and shape, not glued to a longer token."""
+    return _Detector("secret", label, re.compile(_B + f"(?:{pattern})" + _E), keep=keep)
+
+
+# Formats from the public secret-scanning rule sets (gitleaks, GitHub secret scanning), each as
+# its vendor documents it. A filler value (ghp_xxxx...) is no key anywhere.
+_VENDOR_TOKENS = (
+    _token("a GitHub token", r"gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}"),
+    _token("a GitLab token", r"gl(?:pat|rt|dt|ptt|ft|cbt|oas|soat)-[\w-]{20,}"),
+    _token("a Google API key", r"AIza[0-9A-Za-z_-]{35}"),
+    _token("a Google OAuth token", r"ya29\.[\w-]{20,}|GOCSPX-[\w-]{24,}"),
+    _token("a Slack token", r"xox[abposre]-[A-Za-z0-9-]{10,}|xapp-\d-[A-Za-z0-9-]{10,}"),
+    _token(
+        "an API key (sk-)",
+        r"sk-(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_-]{20,}",
+        keep=lambda value: _mixed(value) and _not_filler(value),
+    ),
+    _token("a Stripe key", r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}|whsec_[A-Za-z0-9]{24,}"),
+    _token(
+        "a package registry token",
+        r"npm_[A-Za-z0-9]{36}|pypi-AgE[A-Za-z0-9_-]{50,}|dckr_pat_[\w-]{24,}",
+    ),
+    _token("a Hugging Face token", r"hf_[A-Za-z0-9]{30,40}|api_org_[A-Za-z0-9]{30,40}"),
+    _token("a SendGrid key", r"SG\.[\w-]{20,24}\.[\w-]{40,46}"),
+    _token("a Twilio key", r"(?:AC|SK)[0-9a-f]{32}"),
+    _token("a DigitalOcean token", r"do[opr]_v1_[0-9a-f]{64}"),
+    _token("a Mailgun key", r"key-[0-9a-f]{32}"),
+    _token("a Mailchimp key", r"[0-9a-f]{32}-us\d{1,2}"),
+    _token("a Discord token", r"[MNO][\w-]{23,27}\.[\w-]{6}\.[\w-]{27,40}", keep=_mixed),
+    _token("a Shopify token", r"shp(?:at|ca|pa|ss)_[0-9a-fA-F]{32}"),
+    _token("a Postman key", r"PMAK-[0-9a-f]{24}-[0-9a-f]{34}"),
+    _token("a Linear key", r"lin_api_[A-Za-z0-9]{40}"),
+    _token("a HashiCorp token", r"hv[sb]\.[\w-]{24,}|[a-z0-9]{14}\.atlasv1\.[\w-]{60,70}"),
+    _token("a Databricks token", r"dapi[0-9a-f]{32}(?:-\d)?"),
+    _token("a Grafana token", r"glc_[A-Za-z0-9+/]{32,}={0,2}|glsa_[A-Za-z0-9]{32}_[0-9a-f]{8}"),
+    _token("a New Relic key", r"NR(?:AK|II|JS)-[A-Z0-9]{27}"),
+    _token("a Sentry token", r"sntry[su]_[\w+/=-]{40,}"),
+    _token("an age secret key", r"AGE-SECRET-KEY-1[0-9A-Z]{58}"),
+    _token("a Doppler token", r"dp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}"),
+    _token("a Pulumi token", r"pul-[0-9a-f]{40}"),
+    _token("a Square token", r"EAAA[\w-]{60}|sq0(?:atp|csp)-[\w-]{22,43}"),
+    _token("an Alibaba key", r"LTAI[A-Za-z0-9]{20}"),
+    _token("an Atlassian token", r"ATATT3[\w=-]{150,}"),
+    _token("a Heroku key", r"HRKU-[\w-]{58,}"),
+    _token(
+        "a webhook URL",
+        r"https://hooks\.slack\.com/services/[\w/-]+"
+        r"|https://(?:ptb\.|canary\.)?discord(?:app)?\.com/api/webhooks/\d+/[\w-]+",
+    ),
+)
+
+
+def _encoded_credentials(value: str) -> bool:
+    """Base64 of `user:password`, as in HTTP Basic auth and Docker's config.json."""
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return ":" in decoded and decoded.isprintable()
+
+
 _DETECTORS: tuple[_Detector, ...] = (
     _Detector(
         "secret",
@@ -130,18 +194,7 @@ _DETECTORS: tuple[_Detector, ...] = (
             r"(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)"
         ),
     ),
-    _Detector(
-        "secret",
-        "a GitHub token",
-        re.compile(_B + r"(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,})" + _E),
-        keep=_not_filler,
-    ),
-    _Detector(
-        "secret",
-        "a Google API key",
-        re.compile(_B + r"AIza[0-9A-Za-z_-]{35}" + _E),
-        keep=_not_filler,
-    ),
+    *_VENDOR_TOKENS,
     _Detector(
         "secret",
         "an AWS access key id",
@@ -160,41 +213,19 @@ _DETECTORS: tuple[_Detector, ...] = (
     ),
     _Detector(
         "secret",
-        "a Slack token",
-        re.compile(_B + r"xox[abposr]-[A-Za-z0-9-]{10,}" + _E),
-        keep=_not_filler,
-    ),
-    _Detector(
-        "secret",
-        "a Slack webhook",
-        re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
-        keep=_not_filler,
-    ),
-    _Detector(
-        "secret",
-        "an API key (sk-)",
-        re.compile(_B + r"sk-(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_-]{20,}" + _E),
-        keep=lambda value: _mixed(value) and _not_filler(value),
-    ),
-    _Detector(
-        "secret",
-        "a Stripe key",
-        re.compile(_B + r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}" + _E),
-        keep=_not_filler,
-    ),
-    _Detector(
-        "secret",
-        "a package registry token",
+        "an Azure key",
         re.compile(
-            _B + r"(?:npm_[A-Za-z0-9]{36}|pypi-AgE[A-Za-z0-9_-]{50,}|glpat-[\w-]{20,})" + _E
+            r"(?i)\b(?:AccountKey|SharedAccessKey|sig)=(?P<value>[A-Za-z0-9+/%]{20,}={0,2})"
         ),
-        keep=_not_filler,
+        group="value",
+        keep=_mixed,
     ),
     _Detector(
         "secret",
         "a Telegram bot token",
-        # Also inside Bot API URLs: https://api.telegram.org/bot<token>/getMe
-        re.compile(r"(?:(?<=/bot)|(?<![\w:]))\d{8,10}:[A-Za-z0-9_-]{35}" + _E),
+        # Also inside Bot API URLs: https://api.telegram.org/bot<token>/getMe. Early bots
+        # have ids of five digits.
+        re.compile(r"(?:(?<=/bot)|(?<![\w:]))\d{5,12}:[A-Za-z0-9_-]{35}" + _E),
         keep=_not_filler,
     ),
     _Detector(
@@ -205,8 +236,10 @@ _DETECTORS: tuple[_Detector, ...] = (
     _Detector(
         "secret",
         "credentials in a URL",
+        # user:password@ and, as Redis writes it, :password@
         re.compile(
-            r"(?i)\b[a-z][a-z0-9+.-]{1,15}://(?P<value>[^\s/?#@:\[\]]+(?::[^\s/?#@]*)?)@"
+            r"(?i)\b[a-z][a-z0-9+.-]{1,15}://"
+            r"(?P<value>[^\s/?#@:\[\]]+(?::[^\s/?#@]*)?|:[^\s/?#@]+)@"
             r"(?=[A-Za-z0-9\[])"
         ),
         group="value",
@@ -218,6 +251,15 @@ _DETECTORS: tuple[_Detector, ...] = (
         re.compile(r"(?i)\bbearer\s+(?P<value>[A-Za-z0-9._~+/-]{16,}=*)"),
         group="value",
         keep=_real_value,
+    ),
+    _Detector(
+        "secret",
+        "encoded credentials",
+        re.compile(
+            r"(?i)(?:\bbasic\s+|\"auth\"\s*:\s*\")(?P<value>[A-Za-z0-9+/]{8,}={0,2})(?![\w+/=])"
+        ),
+        group="value",
+        keep=_encoded_credentials,
     ),
     _Detector(
         "email",
