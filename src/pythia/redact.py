@@ -40,6 +40,8 @@ class _Detector:
     pattern: re.Pattern[str]
     group: int | str = 0
     keep: Callable[[str], bool] | None = None
+    # A context that, found right before a match, says it is something else.
+    not_after: re.Pattern[str] | None = None
 
 
 # ---------------------------------------------------------------- validators
@@ -103,8 +105,12 @@ def _real_value(value: str) -> bool:
         return False
     if any(word in lowered for word in ("your", "placeholder", "dummy", "<", "...")):
         return False
-    # `token = os.environ.get` and `api_key: settings.key` are code, not values.
-    return re.fullmatch(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?:\(.*)?", clean) is None
+    return _CODE_REFERENCE.fullmatch(clean) is None
+
+
+# `token = os.environ.get`, `api_key: settings.key`, `password=os.environ['X']` and
+# `secret = getpass(` are code, not values.
+_CODE_REFERENCE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*(?:\.[A-Za-z_]\w*|[(\[].*)")
 
 
 def _looks_secret(value: str) -> bool:
@@ -176,6 +182,23 @@ _VENDOR_TOKENS = (
 )
 
 
+_AWS_KEY_ID = re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}(?![A-Za-z0-9])")
+_AWS_SECRET_SHAPE = re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
+_AWS_PAIR_REACH = 200  # characters either side of a key id
+
+
+def _aws_secrets_beside_ids(text: str) -> Iterable[Finding]:
+    """A secret key pasted next to its key id, often without the word 'secret' (`AKIA... /
+    wJalr...`): 40 characters of mixed base64 near an id are taken for its key."""
+    for key_id in _AWS_KEY_ID.finditer(text):
+        start = max(0, key_id.start() - _AWS_PAIR_REACH)
+        for match in _AWS_SECRET_SHAPE.finditer(text, start):
+            if match.start() > key_id.end() + _AWS_PAIR_REACH:
+                break
+            if _mixed(match.group()):
+                yield Finding("secret", match.start(), match.end(), "an AWS secret key")
+
+
 def _encoded_credentials(value: str) -> bool:
     """Base64 of `user:password`, as in HTTP Basic auth and Docker's config.json."""
     try:
@@ -198,7 +221,7 @@ _DETECTORS: tuple[_Detector, ...] = (
     _Detector(
         "secret",
         "an AWS access key id",
-        re.compile(r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}(?![A-Za-z0-9])"),
+        _AWS_KEY_ID,
         keep=_not_filler,
     ),
     _Detector(
@@ -279,6 +302,8 @@ _DETECTORS: tuple[_Detector, ...] = (
             r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)"
         ),
         keep=_real_ip,
+        # `version 3.12.1.0`, `v3.12.1.0`, `kestrel==3.12.1.0`, `kestrel-3.12.1.0.tar.gz`
+        not_after=re.compile(r"(?i)(?:\bv|\bversion|\bver\.?|\brelease|[=<>~^]|\w-)\s*$"),
     ),
     _Detector(
         "ip",
@@ -321,18 +346,31 @@ _ASSIGNMENT = re.compile(
 )
 
 
+# "my password is hunter2x", "pw: ...", "Passwort ist ...": the value goes, the words stay.
+_PASSWORD_IN_PROSE = re.compile(
+    r"(?i)(?<![\w-])(?:password|passwort|passwd|passphrase|passcode|kennwort|pass|pwd|pw"
+    r"|пароль|contraseña|mot de passe|senha|hasło)"
+    r"(?:\s+(?:is now|is|was|ist|war|est|es|é|это)\b|[ \t]*(?P<sep>->|[:=]))[ \t]*"
+    r"(?:\"(?P<dq>[^\"\n]+)\"|'(?P<sq>[^'\n]+)'|(?P<bare>[^\s\"'`,;)}\]]+))"
+)
+
+
 def _assignments(text: str) -> Iterable[Finding]:
-    for match in _ASSIGNMENT.finditer(text):
-        name = next(g for g in ("dq", "sq", "bare") if match.group(g) is not None)
-        start, end = match.span(name)
-        value = match.group(name)
-        if name == "bare":  # a sentence's full stop is not part of the password
-            trimmed = value.rstrip(".,!?:")
-            end -= len(value) - len(trimmed)
-            value = trimmed
-        prose_like = name == "bare" and match.group("sep") == ":"
-        if (_looks_secret(value) if prose_like else _real_value(value)) and end > start:
-            yield Finding("secret", start, end, "a password or key assignment")
+    for pattern, label in (
+        (_ASSIGNMENT, "a password or key assignment"),
+        (_PASSWORD_IN_PROSE, "a password"),
+    ):
+        for match in pattern.finditer(text):
+            name = next(g for g in ("dq", "sq", "bare") if match.group(g) is not None)
+            start, end = match.span(name)
+            value = match.group(name)
+            if name == "bare":  # a sentence's full stop is not part of the password
+                trimmed = value.rstrip(".,!?:")
+                end -= len(value) - len(trimmed)
+                value = trimmed
+            prose_like = name == "bare" and match.group("sep") in (":", None)
+            if (_looks_secret(value) if prose_like else _real_value(value)) and end > start:
+                yield Finding("secret", start, end, label)
 
 
 def _candidates(text: str) -> Iterable[Finding]:
@@ -342,7 +380,11 @@ def _candidates(text: str) -> Iterable[Finding]:
             if detector.keep is not None and not detector.keep(value):
                 continue
             start, end = match.span(detector.group)
+            after = detector.not_after
+            if after is not None and after.search(text, max(0, start - 12), start):
+                continue
             yield Finding(detector.kind, start, end, detector.label)
+    yield from _aws_secrets_beside_ids(text)
     yield from _assignments(text)
 
 
