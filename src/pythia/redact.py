@@ -10,13 +10,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from stdnum import iban, luhn
+
 # Where text comes from. Docs legitimately show `you@example.com`, the AWS sample key id and
 # addresses from the documentation ranges; in chat those same shapes can carry a real person's
 # name (`ivan.petrov@example.com`) and cost nothing to redact, so only docs get the exemption.
 Origin = Literal["chat", "docs"]
-PLACEHOLDERS = {"email": "[email]", "phone": "[phone]", "ip": "[ip]", "secret": "[secret]"}
+PLACEHOLDERS = {
+    "email": "[email]",
+    "phone": "[phone]",
+    "ip": "[ip]",
+    "secret": "[secret]",
+    "card": "[card]",
+    "iban": "[iban]",
+}
 # Higher first: when two findings overlap, the more dangerous kind keeps its span.
-_PRIORITY = ("secret", "email", "ip", "phone")
+_PRIORITY = ("secret", "card", "iban", "email", "ip", "phone")
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,20 @@ def _real_ipv6(value: str) -> bool:
     return value.count(":") >= 2 and _real_ip(value)
 
 
+def _card_number(value: str) -> bool:
+    """Card numbers pass the Luhn check and start with an issuer's digit (2 Mir and Mastercard,
+    3 Amex, JCB and Diners, 4 Visa, 5 and 6 Mastercard, Maestro, Discover and UnionPay).
+    Ids, timestamps and snowflakes of the same length mostly start with 1."""
+    digits = re.sub(r"\D", "", value)
+    return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn.is_valid(digits)
+
+
+def _iban(value: str) -> bool:
+    # The country's length and layout and the ISO 7064 mod-97 check. A number that fails only
+    # its bank's own national check digit is still someone's account, mistyped.
+    return iban.is_valid(value, check_country=False)
+
+
 def _digits_between(low: int, high: int) -> Callable[[str], bool]:
     def keep(value: str) -> bool:
         digits = re.sub(r"\D", "", value)
@@ -128,6 +151,7 @@ _KEY_WORDS = (
 )
 _PHONE_BEFORE = r"(?<![\w+/.:=#-])"
 _PHONE_AFTER = r"(?![\w/]|[.:/-]\d)"
+
 
 def _token(label: str, pattern: str, keep: Callable[[str], bool] = _not_filler) -> _Detector:
     """A secret known by its vendor's prefix and shape, not glued to a longer token."""
@@ -208,6 +232,23 @@ def _encoded_credentials(value: str) -> bool:
     return ":" in decoded and decoded.isprintable()
 
 
+# Each grouping is a pattern of its own, so a CVV written after a number cannot hide it.
+_CARD_GROUPINGS = (
+    r"\d{4}([ -])\d{4}\1\d{4}\1\d{4}\1\d{3}",  # 19 digits
+    r"\d{4}([ -])\d{4}\1\d{4}\1\d{4}",  # 16
+    r"\d{4}([ -])\d{6}\1\d{4,5}",  # 14 and 15 (Diners, Amex)
+    r"\d{13,19}",
+)
+_CARDS = tuple(
+    _Detector(
+        "card",
+        "a payment card number",
+        re.compile(r"(?<![\w.,+-])" + grouping + r"(?![\w-]|[.,]\d)"),
+        keep=_card_number,
+    )
+    for grouping in _CARD_GROUPINGS
+)
+
 _DETECTORS: tuple[_Detector, ...] = (
     _Detector(
         "secret",
@@ -283,6 +324,16 @@ _DETECTORS: tuple[_Detector, ...] = (
         ),
         group="value",
         keep=_encoded_credentials,
+    ),
+    *_CARDS,
+    _Detector(
+        "iban",
+        "an IBAN",
+        re.compile(
+            r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?"
+            r"(?![A-Za-z0-9])"
+        ),
+        keep=_iban,
     ),
     _Detector(
         "email",
