@@ -249,6 +249,15 @@ _CARDS = tuple(
     for grouping in _CARD_GROUPINGS
 )
 
+# Unicode letters count (jürgen@müller.de, user@пример.рф). Plain labels: nested optional
+# parts here backtrack badly on long dotted text.
+_EMAIL_LOCAL = r"(?<![\w.+-])\w[\w.%+-]{0,63}"
+_EMAIL_LABEL = r"[^\W_][\w-]{0,62}"
+_EMAIL_TLD = r"(?:[^\W\d_]{2,24}|xn--[a-z0-9-]{2,59})"
+# Written out to dodge harvesters: name [at] host [dot] io, name (at) host (dot) com.
+_BRACKETED_AT = r"\s*(?:\[(?:at|@)\]|\((?:at|@)\)|\{at\}|<at>)\s*"
+_BRACKETED_DOT = r"\s*(?:\[(?:dot|\.)\]|\((?:dot|\.)\)|\{dot\}|<dot>)\s*"
+
 _DETECTORS: tuple[_Detector, ...] = (
     _Detector(
         "secret",
@@ -338,12 +347,27 @@ _DETECTORS: tuple[_Detector, ...] = (
     _Detector(
         "email",
         "an e-mail address",
-        re.compile(
-            r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
-            # Plain labels: nested optional parts here backtrack badly on long dotted text.
-            r"(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}(?![\w-])"
-        ),
+        re.compile(_EMAIL_LOCAL + "@" + rf"(?:{_EMAIL_LABEL}\.)+{_EMAIL_TLD}(?![\w-])"),
         keep=_real_email,
+    ),
+    _Detector(
+        "email",
+        "an e-mail address",
+        re.compile(
+            rf"(?i){_EMAIL_LOCAL}{_BRACKETED_AT}"
+            rf"(?:{_EMAIL_LABEL}(?:{_BRACKETED_DOT}|\s+dot\s+|\.))+{_EMAIL_TLD}(?![\w-])"
+        ),
+    ),
+    _Detector(
+        "email",
+        "an e-mail address",
+        # 'tomas at fastmail dot com': plain words are prose too often ('look at this dot
+        # product'), so only with a common top-level domain.
+        re.compile(
+            rf"(?i){_EMAIL_LOCAL}\s+at\s+(?:{_EMAIL_LABEL}(?:{_BRACKETED_DOT}|\s+dot\s+))+"
+            r"(?:com|org|net|edu|gov|io|dev|app|ai|co|me|info|eu|uk|us|ca|au|de|at|ch|fr|es"
+            r"|it|nl|be|se|no|dk|fi|pl|cz|ua|ru|in|jp|cn|br)(?![\w-])"
+        ),
     ),
     _Detector(
         "ip",
