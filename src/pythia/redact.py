@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from phonenumbers import Leniency, PhoneNumberMatcher
 from stdnum import iban, luhn
 
 # Where text comes from. Docs legitimately show `you@example.com`, the AWS sample key id and
@@ -103,14 +104,6 @@ def _iban(value: str) -> bool:
     return iban.is_valid(value, check_country=False)
 
 
-def _digits_between(low: int, high: int) -> Callable[[str], bool]:
-    def keep(value: str) -> bool:
-        digits = re.sub(r"\D", "", value)
-        return low <= len(digits) <= high and len(set(digits)) > 1
-
-    return keep
-
-
 _PLACEHOLDER_WORDS = {
     "true", "false", "null", "none", "nil", "yes", "no", "on", "off", "required", "optional",
     "string", "str", "int", "secret", "password", "token", "redacted", "changeme", "hidden",
@@ -149,8 +142,6 @@ _KEY_WORDS = (
     r"password|passwd|pwd|passphrase|secret|token|api[_-]?key|apikey|access[_-]?key"
     r"|private[_-]?key|client[_-]?secret|auth[_-]?key|credentials?"
 )
-_PHONE_BEFORE = r"(?<![\w+/.:=#-])"
-_PHONE_AFTER = r"(?![\w/]|[.:/-]\d)"
 
 
 def _token(label: str, pattern: str, keep: Callable[[str], bool] = _not_filler) -> _Detector:
@@ -386,30 +377,6 @@ _DETECTORS: tuple[_Detector, ...] = (
         re.compile(r"(?<![\w:.])[0-9A-Fa-f:]{2,39}(?![\w:])"),
         keep=_real_ipv6,
     ),
-    _Detector(
-        "phone",
-        "a phone number",
-        re.compile(
-            _PHONE_BEFORE + r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?)(?:[ .-]?\d{2,5}){1,5}" + _PHONE_AFTER
-        ),
-        keep=_digits_between(8, 15),
-    ),
-    _Detector(
-        "phone",
-        "a phone number",
-        re.compile(
-            _PHONE_BEFORE
-            + r"(?:\(\d{3}\)[ .-]?\d{3}[ .-]\d{4}|\d{3}([.-])\d{3}\1\d{4})"
-            + _PHONE_AFTER
-        ),
-        keep=_digits_between(10, 10),
-    ),
-    _Detector(
-        "phone",
-        "a phone number",
-        re.compile(_PHONE_BEFORE + r"0\d{1,4}(?:[ /-]\d{2,8}){1,4}" + _PHONE_AFTER),
-        keep=_digits_between(9, 14),
-    ),
 )
 
 
@@ -448,6 +415,28 @@ def _assignments(text: str) -> Iterable[Finding]:
                 yield Finding("secret", start, end, label)
 
 
+# Numbers written with + (or 00) are found in any country's format; national formats only for
+# these regions, where a number must also be valid, not just of a possible length. More
+# regions cost a scan each and start to take ids for numbers (measured in the corpus).
+_PHONE_REGIONS = ("US", "GB", "DE", "FR", "RU")
+# A number glued to a word, path, URL or option (issuecomment-2256055975) is an id.
+_GLUED_BEFORE = re.compile(r"[\w+/.:=#-]")
+_GLUED_AFTER = re.compile(r"[\w/]|[.:/-]\d")
+
+
+def _phones(text: str) -> Iterable[Finding]:
+    scans = [(None, Leniency.POSSIBLE)] + [(region, Leniency.VALID) for region in _PHONE_REGIONS]
+    for region, leniency in scans:
+        for match in PhoneNumberMatcher(text, region, leniency=leniency):
+            raw = match.raw_string
+            if sum(char.isdigit() for char in raw) < 7:
+                continue
+            glued = _GLUED_BEFORE.match(text, match.start - 1) if match.start else None
+            glued = glued or _GLUED_AFTER.match(text, match.end)
+            if raw.startswith("+") or not glued:
+                yield Finding("phone", match.start, match.end, "a phone number")
+
+
 def _candidates(text: str) -> Iterable[Finding]:
     for detector in _DETECTORS:
         for match in detector.pattern.finditer(text):
@@ -461,6 +450,7 @@ def _candidates(text: str) -> Iterable[Finding]:
             yield Finding(detector.kind, start, end, detector.label)
     yield from _aws_secrets_beside_ids(text)
     yield from _assignments(text)
+    yield from _phones(text)
 
 
 # ---------------------------------------------------------------- what docs may show

@@ -7,6 +7,7 @@ that only looks like one (versions, hashes, dates, code) must come through uncha
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,12 @@ def test_lookalikes_survive() -> None:
     assert len(changed) <= MAX_FALSE_REDACTIONS, "\n".join(
         f"{case.kind}: {case.text!r} -> {case.redacted()!r}" for case in changed
     )
+
+
+def test_digit_dense_text_is_handled_in_linear_time() -> None:
+    started = time.perf_counter()
+    redact("1 " * 20000)
+    assert time.perf_counter() - started < 2.0
 
 
 def figures() -> str:
