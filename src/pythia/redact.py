@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import ipaddress
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,6 +26,7 @@ PLACEHOLDERS = {
     "secret": "[secret]",
     "card": "[card]",
     "iban": "[iban]",
+    "handle": "[handle]",
 }
 # Higher first: when two findings overlap, the more dangerous kind keeps its span.
 _PRIORITY = ("secret", "card", "iban", "email", "ip", "phone")
@@ -514,3 +517,44 @@ def redact(text: str, *, origin: Origin = "chat") -> str:
         position = finding.end
     parts.append(text[position:])
     return "".join(parts)
+
+
+# ---------------------------------------------------------------- chat handles
+
+# Telegram usernames: 5-32 letters, digits and underscores, starting with a letter. Not handles:
+# x@y (e-mail), @scope/package (npm), @pytest.fixture and @app.route( (dotted names, calls).
+_HANDLE = re.compile(
+    r"(?<![\w.-])(?:https?://)?(?:www\.)?(?:t|telegram)\.me/(?P<linked>[A-Za-z]\w{4,31})(?![\w-])"
+    r"|(?<![\w@./+-])@(?P<named>[A-Za-z]\w{4,31})(?![\w-]|[/(]|\.\w)",
+    re.ASCII,
+)
+
+
+def replace_handles(text: str, *, members: Mapping[str, str] | None = None, salt: str = "") -> str:
+    """`text` with the Telegram handles in it (`@ivan_petrov_92`, `t.me/ivan_petrov_92`,
+    `https://t.me/ivan_petrov_92`) replaced, the whole link included.
+
+    `members` maps the handles of known chat members (without '@'; any case, as Telegram ignores
+    it) to a stable key for each person, such as the Telegram user id. A member's handle becomes
+    a pseudonym, `[member-1a2b3c4d]`: the first 8 hex digits of HMAC-SHA256(salt, key), the same
+    in every text and run under one salt, so readers can follow who said what without learning
+    who it is. Every other handle, and every handle when `members` is None, becomes `[handle]`.
+    The salt must be secret (a configured secret, never logged): anyone holding it and the member
+    list could recompute the pseudonyms. It is required with `members`.
+
+    Code is the caller's to skip: inside a code span `@name` is a decorator or a package, so
+    apply this to prose only (the live segments of `safety._live_segments`, say). E-mail
+    addresses, npm scopes, dotted names and calls, and `@` inside other URLs are never handles.
+    """
+    if members is not None and not salt:
+        raise ValueError("replace_handles needs a secret salt to pseudonymise members")
+    keys = {handle.lstrip("@").lower(): key for handle, key in (members or {}).items()}
+
+    def replacement(match: re.Match[str]) -> str:
+        key = keys.get((match.group("linked") or match.group("named")).lower())
+        if key is None:
+            return PLACEHOLDERS["handle"]
+        digest = hmac.new(salt.encode(), key.encode(), hashlib.sha256).hexdigest()
+        return f"[member-{digest[:8]}]"
+
+    return _HANDLE.sub(replacement, text)

@@ -1,5 +1,6 @@
 """The redaction corpus: no secret or piece of personal data may survive `redact()`, and text
-that only looks like one (versions, hashes, dates, code) must come through unchanged.
+that only looks like one (versions, hashes, dates, code) must come through unchanged. Also
+`replace_handles()`, for the chat handles `redact()` leaves to it.
 
 `python tests/safety/test_redact_corpus.py` prints the figures per format.
 """
@@ -16,7 +17,7 @@ import pytest
 import yaml
 from stdnum import iban, luhn
 
-from pythia.redact import Origin, redact
+from pythia.redact import Origin, redact, replace_handles
 
 CORPUS = Path(__file__).parents[1] / "fixtures" / "redaction" / "corpus.yaml"
 # Splits token prefixes in the file so secret scanners do not take it for a leak.
@@ -97,6 +98,45 @@ def test_digit_dense_text_is_handled_in_linear_time() -> None:
     started = time.perf_counter()
     redact("1 " * 20000)
     assert time.perf_counter() - started < 2.0
+
+
+# ---------------------------------------------------------------- chat handles
+
+MEMBERS = {"Ivan_Petrov_92": "user:5550001", "mira_okafor": "user:5550002"}
+
+
+def test_handles_become_placeholders_without_a_member_list() -> None:
+    text = "ask @ivan_petrov_92, t.me/mira_okafor or https://t.me/ivan_petrov_92."
+    assert replace_handles(text) == "ask [handle], [handle] or [handle]."
+
+
+def test_members_get_stable_salted_pseudonyms() -> None:
+    text = "@ivan_petrov_92 said it, @IVAN_PETROV_92 again, then t.me/mira_okafor; @lena_k99 too"
+    once = replace_handles(text, members=MEMBERS, salt="s3cret")
+    ivan, mira = re.findall(r"\[member-[0-9a-f]{8}\]", once)[::2]
+    assert once == f"{ivan} said it, {ivan} again, then {mira}; [handle] too"
+    assert replace_handles(text, members=MEMBERS, salt="s3cret") == once
+    assert replace_handles(text, members=MEMBERS, salt="other") != once
+
+
+def test_a_member_list_without_a_salt_is_refused() -> None:
+    with pytest.raises(ValueError, match="salt"):
+        replace_handles("@ivan_petrov_92", members=MEMBERS)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mail ivan_petrov_92@kestrel-users.org",
+        'npm i @types/node and "@kestrel/cli": "^2.3.0"',
+        "@pytest.fixture and @app.route('/') and @dataclass(frozen=True)",
+        "see https://medium.com/@kestrel_blog/caching-4f2a",
+        "thanks @bob",  # shorter than any Telegram username
+        "art.me/ivan_petrov_92",
+    ],
+)
+def test_things_that_are_not_handles_stay(text: str) -> None:
+    assert replace_handles(text) == text
 
 
 def figures() -> str:
