@@ -81,12 +81,17 @@ def _real_email(value: str) -> bool:
 
 
 def _real_ip(value: str) -> bool:
-    """Loopback and 'any' identify no machine."""
+    """Loopback and 'any' identify no machine, nor does a network (10.0.0.0/8); a host with its
+    prefix length (10.0.4.17/24) does."""
     try:
-        address = ipaddress.ip_address(value)
+        interface = ipaddress.ip_interface(value)
     except ValueError:
         return False
-    return not (address.is_loopback or address.is_unspecified)
+    address = interface.ip
+    if address.is_loopback or address.is_unspecified:
+        return False
+    network = interface.network
+    return network.num_addresses == 1 or address != network.network_address
 
 
 def _real_ipv6(value: str) -> bool:
@@ -104,7 +109,7 @@ def _card_number(value: str) -> bool:
 def _iban(value: str) -> bool:
     # The country's length and layout and the ISO 7064 mod-97 check. A number that fails only
     # its bank's own national check digit is still someone's account, mistyped.
-    return iban.is_valid(value, check_country=False)
+    return iban.is_valid(value.upper().replace("-", ""), check_country=False)
 
 
 _PLACEHOLDER_WORDS = {
@@ -114,22 +119,24 @@ _PLACEHOLDER_WORDS = {
 }  # fmt: skip
 
 
+# `token = os.environ.get`, `api_key: settings.key`, `password=os.environ['X']` and
+# `secret = getpass(` are code, not values.
+_CODE_REFERENCE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*(?:\.[A-Za-z_]\w*|[(\[].*)")
+
+
 def _real_value(value: str) -> bool:
     """A value after `password=` that is not an obvious placeholder or reference."""
     clean = value.strip().strip("\"'")
     lowered = clean.lower()
     if len(clean) < 4 or lowered in _PLACEHOLDER_WORDS or len(set(clean)) <= 2:
         return False
+    if re.search(r"(.)\1{7}", clean):  # AKIAxxxxxxxxxxxxxxxx, ********: filler
+        return False
     if clean[0] in "$%<{[(*#/~." or clean.startswith(("http://", "https://")):
         return False
     if any(word in lowered for word in ("your", "placeholder", "dummy", "<", "...")):
         return False
     return _CODE_REFERENCE.fullmatch(clean) is None
-
-
-# `token = os.environ.get`, `api_key: settings.key`, `password=os.environ['X']` and
-# `secret = getpass(` are code, not values.
-_CODE_REFERENCE = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*(?:\.[A-Za-z_]\w*|[(\[].*)")
 
 
 def _looks_secret(value: str) -> bool:
@@ -328,13 +335,38 @@ _DETECTORS: tuple[_Detector, ...] = (
         group="value",
         keep=_encoded_credentials,
     ),
+    # Credentials on a command line: `curl -u user:pw`, `--password pw`, `mysql -ppw`.
+    _Detector(
+        "secret",
+        "a password on a command line",
+        re.compile(r"(?<![\w-])(?:-u|--user)[ =][\"']?(?P<value>[^\s:\"']+:[^\s\"']+)"),
+        group="value",
+        keep=lambda value: _real_value(value.partition(":")[2]),
+    ),
+    _Detector(
+        "secret",
+        "a password on a command line",
+        re.compile(
+            r"(?<![\w-])--(?:password|passwd|pass|token|api-key|secret)[ =][\"']?"
+            r"(?P<value>[^\s\"']+)"
+        ),
+        group="value",
+        keep=_real_value,
+    ),
+    _Detector(
+        "secret",
+        "a password on a command line",
+        re.compile(r"\b(?:mysql|mysqldump|mariadb|mysqladmin)\b[^\n]*?\s-p(?P<value>[^\s\"']{4,})"),
+        group="value",
+        keep=_real_value,
+    ),
     *_CARDS,
     _Detector(
         "iban",
         "an IBAN",
         re.compile(
-            r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?"
-            r"(?![A-Za-z0-9])"
+            r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{4}){2,7}"
+            r"(?:[ -]?[A-Za-z0-9]{1,4})?(?![A-Za-z0-9])"
         ),
         keep=_iban,
     ),
@@ -368,7 +400,7 @@ _DETECTORS: tuple[_Detector, ...] = (
         "an IP address",
         re.compile(
             r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
-            r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)"
+            r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:/\d{1,2})?(?![\w]|\.\d)"
         ),
         keep=_real_ip,
         # `version 3.12.1.0`, `v3.12.1.0`, `kestrel==3.12.1.0`, `kestrel-3.12.1.0.tar.gz`
@@ -377,7 +409,7 @@ _DETECTORS: tuple[_Detector, ...] = (
     _Detector(
         "ip",
         "an IP address",
-        re.compile(r"(?<![\w:.])[0-9A-Fa-f:]{2,39}(?![\w:])"),
+        re.compile(r"(?<![\w:.])[0-9A-Fa-f:]{2,39}(?:/\d{1,3})?(?![\w:])"),
         keep=_real_ipv6,
     ),
 )
@@ -425,8 +457,6 @@ _PHONE_REGIONS = ("US", "GB", "DE", "FR", "RU")
 # A number glued to a word, path, URL or option (issuecomment-2256055975) is an id.
 _GLUED_BEFORE = re.compile(r"[\w+/.:=#-]")
 _GLUED_AFTER = re.compile(r"[\w/]|[.:/-]\d")
-
-
 # Seven digits close together, which every phone number has: text without them (most chat
 # messages) skips the six scans.
 _PHONE_HINT = re.compile(r"\d(?:\D{0,4}\d){6}")
@@ -483,7 +513,7 @@ def _documented_sample(kind: str, value: str) -> bool:
             for reserved in _RESERVED_EMAIL_DOMAINS
         )
     if kind == "ip":
-        address = ipaddress.ip_address(value)
+        address = ipaddress.ip_interface(value).ip
         return any(address in net for net in _DOC_NETWORKS if net.version == address.version)
     return kind == "secret" and "example" in value.lower()
 
