@@ -143,14 +143,19 @@ def test_placeholders_and_prose_are_not_secrets(text: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "The AWS docs use AKIA" + "IOSFODNN7EXAMPLE as a sample key id.",
         "ghp" + "_" + "x" * 36,
         "pip install sk-learn-tutorial-for-beginners",
         "sk-" + "abcdefghijklmnopqrstuvwxyz",  # lower case only: a slug
     ],
 )
-def test_sample_and_filler_values_are_not_secrets(text: str) -> None:
+def test_filler_and_slugs_are_not_secrets(text: str) -> None:
     assert redact(text) == text
+
+
+def test_documented_sample_keys_stay_in_docs_but_not_in_chat() -> None:
+    text = "The AWS docs use AKIA" + "IOSFODNN7EXAMPLE as a sample key id."
+    assert redact(text, origin="docs") == text
+    assert redact(text) == "The AWS docs use [secret] as a sample key id."
 
 
 # ---------------------------------------------------------------- personal data
@@ -163,8 +168,14 @@ def test_emails_are_redacted(email: str) -> None:
     assert redact(f"write to {email}, thanks") == "write to [email], thanks"
 
 
-def test_reserved_example_emails_and_ssh_remotes_are_kept() -> None:
-    text = "e.g. alice@example.com or git@github.com:kestrel/kestrel.git"
+def test_reserved_example_emails_stay_in_docs_but_not_in_chat() -> None:
+    text = "e.g. alice@example.com or bob@ci.kestrel.test"
+    assert redact(text, origin="docs") == text
+    assert redact(text) == "e.g. [email] or [email]"
+
+
+def test_ssh_remotes_are_not_emails() -> None:
+    text = "git@github.com:kestrel/kestrel.git"
     assert redact(text) == text
 
 
@@ -213,6 +224,12 @@ def test_ip_addresses_are_redacted(address: str) -> None:
     assert redact(f"the proxy at {address} drops it") == "the proxy at [ip] drops it"
 
 
+def test_documentation_addresses_stay_in_docs_but_not_in_chat() -> None:
+    text = "docs use 192.0.2.10 and 2001:db8::5"
+    assert redact(text, origin="docs") == text
+    assert redact(text) == "docs use [ip] and [ip]"
+
+
 def test_ip_with_port_keeps_the_port() -> None:
     assert redact("proxy http://10.0.4.17:3128") == "proxy http://[ip]:3128"
 
@@ -223,7 +240,6 @@ def test_ip_with_port_keeps_the_port() -> None:
         "version 1.2.3",
         "bind to 127.0.0.1 or 0.0.0.0",
         "loopback ::1",
-        "docs use 192.0.2.10 and 2001:db8::5",
         "MAC 00:1A:2B:3C:4D:5E",
         "C++ std::vector",
         "1.2.3.4.5 is not an address",
@@ -340,6 +356,10 @@ def test_added_personal_data_rejects_the_proposal() -> None:
     assert len(reasons) == 2
     assert "an e-mail address" in reasons[0]
     assert "a phone number" in reasons[1]
+
+
+def test_a_doc_edit_may_show_reserved_sample_values() -> None:
+    assert check(PAGE + "\nSet `email = you@example.com`; mail goes from 192.0.2.25.\n") == []
 
 
 def test_sensitive_text_already_in_the_docs_is_not_held_against_an_edit() -> None:
