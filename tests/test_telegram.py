@@ -146,6 +146,7 @@ def test_history_is_normalised_and_skips_service_messages_and_bare_media() -> No
     assert by_id[5].text == "Our CI after switching: 14 min down to 4."  # caption kept
     assert by_id[6].is_bot and not by_id[3].is_bot
     assert by_id[3].author == pseudonym(SALT, "telegram:101")
+    assert by_id[3].handle == "mira_o"  # only to publish a mention of her as her pseudonym
     assert by_id[2].sent_at == T0 + timedelta(minutes=1)
     assert by_id[2].permalink == "https://t.me/kestrel_users/2"
     for kept in messages:

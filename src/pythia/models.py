@@ -21,6 +21,9 @@ class Message:
     reply_to: int | None = None
     permalink: str | None = None
     is_bot: bool = False
+    # The author's chat handle, when the platform says (Telegram usernames): only so that a
+    # mention of it can be published as `author`; never stored, never published.
+    handle: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from .classify import classify
 from .config import Config
 from .demand import Asked, Group, below_threshold, group_by_section
 from .edits import PathPolicy
+from .handles import member_handles
 from .models import Evidence, Message, Proposal, RunReport, StreamReport, Thread, Verdict
 from .ports import (
     LLM,
@@ -358,6 +359,7 @@ def _evidence_only(group: Group, entry: LedgerEntry, config: Config, deps: Deps)
     messages = [m for thread in group.threads for m in thread.messages[:EVIDENCE_PER_THREAD]]
     quotes = config.publish.evidence_quotes
     summaries = dict.fromkeys(" ".join(i.verdict.summary.split()) for i in group.asked)
+    members = member_handles(m for thread in group.threads for m in thread.messages)
     return defang_proposal(
         Proposal(
             fingerprint=entry.fingerprint,
@@ -365,7 +367,7 @@ def _evidence_only(group: Group, entry: LedgerEntry, config: Config, deps: Deps)
             thread_key=first.key,
             category=entry.category or group.asked[0].verdict.category,
             title=entry.title,
-            summary=sanitize_for_publishing(" ".join(s for s in summaries if s)),
+            summary=sanitize_for_publishing(" ".join(s for s in summaries if s), members=members),
             reasoning="",
             confidence=entry.confidence,
             edits=(),
@@ -376,7 +378,7 @@ def _evidence_only(group: Group, entry: LedgerEntry, config: Config, deps: Deps)
                     message_id=m.id,
                     author=m.author,
                     sent_at=m.sent_at,
-                    quote=quote_of(m.text) if quotes else "",
+                    quote=quote_of(m.text, members=members) if quotes else "",
                     permalink=m.permalink,
                 )
                 for m in messages

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from . import prompts
 from .config import Config
 from .edits import EditError, PathPolicy, apply_edits, unified_diff
+from .handles import member_handles
 from .models import Demand, Edit, Evidence, Hit, Message, Proposal, Thread, Verdict
 from .ports import LLM, GenerateRequest
 from .safety import clip, sanitize_for_publishing
@@ -301,12 +302,13 @@ def _proposal(
     reply, edits, after = edited.reply, edited.edits, edited.changed
     first = edits[0]
     section = section_of(before.get(first.path, ""), first.search)
+    members = member_handles(by_index.values())
     evidence = tuple(
         Evidence(
             message_id=message.id,
             author=message.author,
             sent_at=message.sent_at,
-            quote=quote_of(message.text) if config.publish.evidence_quotes else "",
+            quote=quote_of(message.text, members=members) if config.publish.evidence_quotes else "",
             permalink=message.permalink,
         )
         for index in dict.fromkeys(reply.evidence)
@@ -319,9 +321,16 @@ def _proposal(
         thread_key=thread.key,
         category=verdict.category,
         # One line: a title is also a markdown heading and a commit subject.
-        title=sanitize_for_publishing(" ".join((reply.title or verdict.summary).split()))[:120],
-        summary=sanitize_for_publishing(reply.summary.strip() or verdict.summary),
-        reasoning=sanitize_for_publishing(reply.reasoning.strip() or verdict.reason),
+        title=clip(
+            sanitize_for_publishing(
+                " ".join((reply.title or verdict.summary).split()), members=members
+            ),
+            120,
+        ),
+        summary=sanitize_for_publishing(reply.summary.strip() or verdict.summary, members=members),
+        reasoning=sanitize_for_publishing(
+            reply.reasoning.strip() or verdict.reason, members=members
+        ),
         confidence=min(max(reply.confidence, 0.0), 1.0),
         edits=edits,
         diff=unified_diff(old, after),
@@ -342,10 +351,11 @@ def _as_prompt_data(verdict: Verdict) -> Verdict:
     )
 
 
-def quote_of(text: str) -> str:
+def quote_of(text: str, *, members: Mapping[str, str] | None = None) -> str:
     """A message as its evidence quote: redacted and neutralised whole, then clipped on a word
-    boundary (clipping first could cut a token so that no detector sees it)."""
-    return clip(sanitize_for_publishing(" ".join(text.split())), QUOTE_CHARS)
+    boundary (clipping first could cut a token so that no detector sees it). `members` as for
+    `sanitize_for_publishing`."""
+    return clip(sanitize_for_publishing(" ".join(text.split()), members=members), QUOTE_CHARS)
 
 
 def rebase(proposal: Proposal, *, read: Callable[[str], str | None]) -> Proposal:

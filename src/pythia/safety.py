@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from .diffs import changed_chars, changed_lines, unified_diff
+from .handles import replace_handles
 from .links import defang, domain_allowed, domains, find_links, link_domains
 from .models import Proposal
 from .redact import PLACEHOLDERS, Finding, find_sensitive, redact
@@ -157,10 +158,16 @@ def clip(text: str, limit: int) -> str:
     return cut.rstrip(" ,;:") + "…"
 
 
-def sanitize_for_publishing(text: str) -> str:
-    """Drop invisible characters, redact, then neutralise: the one call to make before text
-    leaves the run. (A zero-width space inside a token would hide it from every detector.)"""
-    return neutralise(redact(strip_invisible(text)))
+def sanitize_for_publishing(text: str, *, members: Mapping[str, str] | None = None) -> str:
+    """Drop invisible characters, redact, replace chat handles, then neutralise: the one call
+    to make before text leaves the run. (A zero-width space inside a token would hide it from
+    every detector.) `members` maps the handles of the run's chat members to their author
+    pseudonyms (`handles.replace_handles`); any other handle becomes `[handle]`."""
+    redacted = redact(strip_invisible(text))
+    return "".join(
+        _neutralise_markup(replace_handles(piece, members=members)) if live else piece
+        for live, piece in _live_segments(redacted)
+    )
 
 
 def defang_links(text: str, *, docs_domains: set[str], allowed_domains: Sequence[str]) -> str:

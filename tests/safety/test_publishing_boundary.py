@@ -112,3 +112,16 @@ def test_a_quote_is_clipped_on_a_word_boundary() -> None:
 def test_one_enormous_line_is_refused_by_the_character_limit() -> None:
     reasons = refused("x" * 300_000)
     assert any("characters" in reason for reason in reasons), reasons
+
+
+def test_a_members_handle_is_published_as_their_pseudonym_and_others_as_placeholders() -> None:
+    from pythia.handles import member_handles
+
+    when = datetime(2026, 3, 1, 10, 0, tzinfo=timezone.utc)
+    ivan = Message("s", 1, "user-1a2b3c4d", when, "it hangs", handle="ivan_petrov_92")
+    members = member_handles([ivan])
+    quote = quote_of(
+        "ask @ivan_petrov_92 or @lena_k99 (t.me/lena_k99); `@decorator` stays", members=members
+    )
+    assert quote == "ask user-1a2b3c4d or [handle] ([handle]); `@decorator` stays"
+    assert "ivan_petrov" not in sanitize_for_publishing("cc @ivan_petrov_92")

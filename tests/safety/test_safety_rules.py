@@ -34,9 +34,9 @@ def test_a_token_split_by_a_zero_width_space_is_still_redacted() -> None:
 
 
 def test_bidi_controls_are_dropped_and_mentions_stay_inert() -> None:
-    assert sanitize_for_publishing("run \u202edliub\u202c @\u200balice") == (
-        "run dliub @\u200dalice"
-    )
+    # A chat handle is not even shown inert: whose it is stays private (issue: handles).
+    assert sanitize_for_publishing("run \u202edliub\u202c @\u200balice") == "run dliub [handle]"
+    assert sanitize_for_publishing("run \u202edliub\u202c @\u200bal") == "run dliub @\u200dal"
 
 
 @pytest.mark.parametrize(

@@ -250,6 +250,7 @@ class TelegramSource:
             reply_to=reply,
             permalink=permalink(self.config.chat, raw.peer_id, raw.id),
             is_bot=bool(getattr(sender, "bot", False)),
+            handle=getattr(sender, "username", None) or None,
         )
 
 
