@@ -9,9 +9,6 @@ from pathlib import Path
 
 from .search import Mode, SearchIndex, pages
 
-# How many sections to ask for so that at least `k` distinct pages usually come back.
-SECTIONS_PER_PAGE = 10
-
 
 class QuestionsError(Exception):
     """The questions file is missing or a line of it is not a question with answers."""
@@ -127,7 +124,7 @@ def evaluate(
     """Each mode the index allows (keyword; vector and hybrid with an embedder), scored."""
 
     def ranker(mode: Mode) -> Callable[[str], list[str]]:
-        return lambda text: pages(index.search(text, k=k * SECTIONS_PER_PAGE, mode=mode))[:k]
+        return lambda text: pages(index.search(text, k=k, mode=mode, per_page=1))
 
     return [score(mode, questions, ranker(mode), k=k) for mode in index.modes]
 
