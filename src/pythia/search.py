@@ -145,6 +145,7 @@ class SearchIndex:
         self.embedder = embedder if self._has_vectors else None
         self._vectors: _Vectors | None = None
         self._paths: dict[int, str] | None = None
+        self._term_counts: dict[str, int] = {}
         self._vector_queries = 0
         # A KNN query reads every vector through SQLite's pager; memory-mapped I/O spares
         # the copy into the page cache (https://sqlite.org/mmap.html).
@@ -212,14 +213,23 @@ class SearchIndex:
         total = self._chunks_total
         if len(terms) < 2 or total < 1000:
             return terms
-        counts = {
-            term: self.conn.execute(
-                "select count(*) from chunks_fts where chunks_fts match ?", (term,)
-            ).fetchone()[0]
-            for term in terms
-        }
+        counts = {term: self._matching_chunks(term) for term in terms}
         kept = [term for term in terms if 2 * counts[term] < total]
         return kept or [min(terms, key=counts.__getitem__)]
+
+    def _matching_chunks(self, term: str) -> int:
+        """How many chunks match `term`, counted once per term for the index's lifetime.
+
+        A run's queries share most of their words, and the common words (the costly ones
+        to count) most of all.
+        """
+        if term not in self._term_counts:
+            self._term_counts[term] = int(
+                self.conn.execute(
+                    "select count(*) from chunks_fts where chunks_fts match ?", (term,)
+                ).fetchone()[0]
+            )
+        return self._term_counts[term]
 
     def vector_ranking(
         self, vector: Sequence[float], *, limit: int
@@ -232,7 +242,9 @@ class SearchIndex:
             return self._knn(vector, limit=limit)
         vectors = self._load_vectors()
         query = np.asarray(vector, dtype=np.float32)
-        similarities = vectors.matrix @ query
+        # einsum runs in this thread: BLAS's matrix product would start worker threads that
+        # keep spinning after it returns and slow the BM25 and fusion that follow.
+        similarities = np.einsum("ij,j->i", vectors.matrix, query)
         if limit < len(similarities):
             top = np.argpartition(-similarities, limit - 1)[:limit]
         else:
