@@ -15,7 +15,8 @@ from .models import Chunk
 from .usage import estimate_tokens
 
 # Bump whenever the chunks produced for the same file change: the index re-chunks every file.
-CHUNKER_VERSION = "1"
+# 2: the page title joins the embedded context when the heading path does not start with it.
+CHUNKER_VERSION = "2"
 
 # Token counts are estimated as characters / 4 (the usual rule of thumb for English prose
 # with BPE tokenizers); no tokenizer is needed and the estimate is stable across models.
@@ -203,14 +204,22 @@ def _source(lines: Sequence[str], start: int, end: int) -> str:
     return "\n".join(lines[start:end]).strip("\n").rstrip()
 
 
-def content_hash(*, heading: str, text: str) -> str:
+def content_hash(*, heading: str, text: str, title: str = "") -> str:
     """The hash of exactly what is embedded for a chunk (see `embedding_text`)."""
-    return hashlib.sha256(embedding_text(heading=heading, text=text).encode()).hexdigest()
+    embedded = embedding_text(heading=heading, text=text, title=title)
+    return hashlib.sha256(embedded.encode()).hexdigest()
 
 
-def embedding_text(*, heading: str, text: str) -> str:
-    """What the embedder sees: the breadcrumb gives a split part its section's context."""
-    return f"{heading}\n\n{text}" if heading else text
+def embedding_text(*, heading: str, text: str, title: str = "") -> str:
+    """What the embedder sees: the page title and the heading path, then the section.
+
+    The context tells a split part, or a section named only "Caching", what it belongs to;
+    the heading path usually starts with the page title already (the H1).
+    """
+    context = heading
+    if title and not heading.startswith(title):
+        context = f"{title} > {heading}" if heading else title
+    return f"{context}\n\n{text}" if context else text
 
 
 def chunk_markdown(text: str, *, path: str) -> list[Chunk]:
@@ -242,7 +251,7 @@ def chunk_markdown(text: str, *, path: str) -> list[Chunk]:
                     anchor=section.anchor,
                     text=body_text,
                     ordinal=len(chunks),
-                    content_hash=content_hash(heading=heading, text=body_text),
+                    content_hash=content_hash(heading=heading, text=body_text, title=page_title),
                     title=page_title,
                 )
             )

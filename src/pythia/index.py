@@ -155,14 +155,14 @@ def _embed_missing(
     the next update finds the rest missing and embeds only those.
     """
     rows = conn.execute(
-        "select content_hash, heading, text from chunks where content_hash not in "
+        "select content_hash, heading, text, title from chunks where content_hash not in "
         "(select content_hash from embeddings) group by content_hash order by min(id)"
     ).fetchall()
     for start in range(0, len(rows), EMBED_BATCH):
         batch = rows[start : start + EMBED_BATCH]
         if progress:
             progress(f"embedding chunks {start + 1}-{start + len(batch)} of {len(rows)}")
-        texts = [embedding_text(heading=row[1], text=row[2]) for row in batch]
+        texts = [embedding_text(heading=row[1], text=row[2], title=row[3]) for row in batch]
         vectors = embedder.embed(texts, task="document")
         with atomic(conn):
             for row, vector in zip(batch, vectors, strict=True):

@@ -242,7 +242,9 @@ def scenario_uv_docs() -> dict[str, Any]:
         )
         one = timed_update(conn, UV_DOCS, embedder)
         queries = ["how do I clear the cache", "install python version", "lockfile resolution"]
-        hybrid = median_ms(lambda q: hybrid.search(conn, q, k=8, embedder=embedder), queries * 10)
+        hybrid_ms = median_ms(
+            lambda q: hybrid.search(conn, q, k=8, embedder=embedder), queries * 10
+        )
         conn.close()
         size = os.path.getsize(Path(tmp) / "index.sqlite") / 2**20
     return {
@@ -255,7 +257,7 @@ def scenario_uv_docs() -> dict[str, Any]:
         "update_index_s": one["index_s"],
         "update_embedded": one["chunks_embedded"],
         "noop_update_s": unchanged["seconds"],
-        "hybrid_ms": hybrid,
+        "hybrid_ms": hybrid_ms,
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
 

@@ -27,6 +27,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from ..gemini import GeminiError
     from ..gitenv import NoRemote
     from ..ports import MalformedReply, PublishError
+    from ..retrieval_eval import QuestionsError
     from ..sources import SourceError
     from ..sources.telegram import LoginError
 
@@ -45,6 +46,7 @@ def user_errors() -> tuple[type[Exception], ...]:
         db.DatabaseError,
         index.EmbeddingMismatch,
         index.DocsRootMissing,
+        QuestionsError,
     )
 
 
@@ -86,6 +88,25 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=int, default=5, help="number of results")
     search.add_argument("--index", type=Path, default=None, help="index file")
     search.add_argument("--json", action="store_true", help="print hits as JSON")
+
+    evaluate = commands_.add_parser("eval", help="measure Pythia against a set of questions")
+    evaluations = evaluate.add_subparsers(dest="evaluation", required=True, metavar="WHAT")
+    retrieval = evaluations.add_parser(
+        "retrieval", help="recall@1, recall@k and MRR of keyword, vector and hybrid search"
+    )
+    retrieval.set_defaults(command="eval-retrieval")
+    _common(retrieval)
+    retrieval.add_argument(
+        "--queries", type=Path, required=True,
+        help='JSON Lines: {"question": ..., "answers": ["docs-relative page path", ...]}',
+    )
+    retrieval.add_argument("--index", type=Path, default=None, help="index file")
+    retrieval.add_argument(
+        "--docs", type=Path, default=None, help="index this docs folder first (in --index or a "
+        "temporary file)",
+    )
+    retrieval.add_argument("-k", type=int, default=5, help="pages that count as found")
+    retrieval.add_argument("--json", action="store_true", help="print figures as JSON")
 
     ingest = commands_.add_parser("ingest", help="show what a run would read, change nothing")
     _common(ingest)
@@ -170,6 +191,7 @@ def _command(name: str) -> Callable[[Workspace, Options], int]:
         "search": commands.cmd_search,
         "ingest": commands.cmd_ingest,
         "status": commands.cmd_status,
+        "eval-retrieval": commands.cmd_eval_retrieval,
     }
     return found[name]
 

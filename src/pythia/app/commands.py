@@ -1,16 +1,22 @@
-"""The CLI's commands besides `run`: index, search, ingest, status and telegram-login."""
+"""The CLI's commands besides `run`: index, search, eval, ingest, status and telegram-login."""
 
 from __future__ import annotations
 
 import getpass
 import json
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
-from .. import actions, db, index, pipeline, threads
+from .. import actions, db, index, pipeline, retrieval_eval, threads
 from ..models import Hit
+from ..ports import Embedder
+from ..search import SearchIndex
 from . import compose
 from .options import Options
 from .workspace import UserError, Workspace, open_storage
@@ -97,6 +103,58 @@ def _hit_json(hit: Hit) -> dict[str, Any]:
         "score": round(hit.score, 6),
         "text": hit.text,
     }
+
+
+def cmd_eval_retrieval(workspace: Workspace, options: Options) -> int:
+    return eval_retrieval(workspace, options, compose.optional_embedder(workspace))
+
+
+def eval_retrieval(workspace: Workspace, options: Options, embedder: Embedder | None) -> int:
+    """Score keyword, vector and hybrid search on `--queries` (answers are docs-relative)."""
+    assert options.queries is not None  # argparse requires it
+    questions = retrieval_eval.load_questions(options.queries)
+    if embedder is None:
+        print("no GEMINI_API_KEY: evaluating BM25 only", file=sys.stderr)
+    with _evaluated_index(workspace, options, embedder) as conn:
+        if embedder is not None and not index.has_vectors(conn):
+            print("the index has no vectors: evaluating BM25 only", file=sys.stderr)
+            embedder = None
+        results = retrieval_eval.evaluate(
+            SearchIndex(conn, embedder=embedder), questions, k=options.k
+        )
+    if options.json:
+        print(json.dumps(retrieval_eval.as_json(results), indent=2, ensure_ascii=False))
+        return 0
+    print(retrieval_eval.render(results))
+    return 0
+
+
+@contextmanager
+def _evaluated_index(
+    workspace: Workspace, options: Options, embedder: Embedder | None
+) -> Iterator[db.Connection]:
+    """`--docs` freshly indexed (into `--index` or a temporary file), else the stored index."""
+    if options.docs is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            index_path = options.index or Path(tmp) / "index.sqlite"
+            compose.update_docs_index(workspace.with_docs_root(options.docs), index_path, embedder)
+            with _connected(index_path) as conn:
+                yield conn
+        return
+    with open_storage(workspace, options) as storage:
+        if not storage.index_path.exists():
+            raise UserError("there is no index yet; run `pythia index` first or pass --docs")
+        with _connected(storage.index_path) as conn:
+            yield conn
+
+
+@contextmanager
+def _connected(path: Path) -> Iterator[db.Connection]:
+    conn = db.connect(path)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def cmd_ingest(workspace: Workspace, options: Options) -> int:

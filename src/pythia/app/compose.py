@@ -73,14 +73,18 @@ def update_docs_index(
 
 
 def searcher(workspace: Workspace, conn: db.Connection, embedder: Embedder | None) -> Searcher:
-    """Search returning repository-relative paths (the index stores docs-relative ones)."""
+    """Search returning repository-relative paths (the index stores docs-relative ones).
+
+    One `SearchIndex` serves every search of the run, opened at the first search (after the
+    index sync), so what repeats per query is read once.
+    """
     prefix = workspace.docs_prefix
+    opened: list[hybrid.SearchIndex] = []
 
     def search(query: str, k: int) -> list[Hit]:
-        return [
-            replace(hit, path=prefix + hit.path)
-            for hit in hybrid.search(conn, query, k=k, embedder=embedder)
-        ]
+        if not opened:
+            opened.append(hybrid.SearchIndex(conn, embedder=embedder))
+        return [replace(hit, path=prefix + hit.path) for hit in opened[0].search(query, k=k)]
 
     return search
 

@@ -34,6 +34,7 @@ class Options:
     docs: Path | None = None
     query: str = ""
     k: int = 5
+    queries: Path | None = None  # `pythia eval retrieval --queries`
     # From the runner (GitHub Actions sets these; locally they are usually empty).
     repository: str = ""
     repository_id: str = ""
