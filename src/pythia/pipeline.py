@@ -16,7 +16,16 @@ from .config import Config
 from .demand import Asked, Group, below_threshold, group_by_section
 from .edits import PathPolicy
 from .handles import member_handles
-from .models import Evidence, Message, Proposal, RunReport, StreamReport, Thread, Verdict
+from .models import (
+    Evidence,
+    Hit,
+    Message,
+    Proposal,
+    RunReport,
+    StreamReport,
+    Thread,
+    Verdict,
+)
 from .ports import (
     LLM,
     ChatSource,
@@ -40,7 +49,15 @@ from .propose import (
 )
 from .safety import check_proposal, defang_proposal, sanitize_for_publishing
 from .sources import read_stream
-from .state import TERMINAL, Judged, Ledger, LedgerEntry, StateStore, StreamState
+from .state import (
+    TERMINAL,
+    Judged,
+    Ledger,
+    LedgerEntry,
+    SourceRef,
+    StateStore,
+    StreamState,
+)
 from .usage import BudgetExhausted, UsageMeter
 
 log = logging.getLogger(__name__)
@@ -153,6 +170,7 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
         )
         with _stage(report, "retrieve", deps.clock):
             asked = _retrieve(valuable, by_key, config, deps, report)
+            _remember_hits(asked, by_key)
         with _stage(report, "propose", deps.clock):
             for group in group_by_section(asked, ledger=deps.ledger):
                 if report.fatal or should_stop():
@@ -221,7 +239,10 @@ def ingest(
     state.last_read_at = now
     state.messages_read_total += report.messages_read
     return Ingested(
-        state=state, report=report, after=batch.after, fetched=list(batch.messages),
+        state=state,
+        report=report,
+        after=batch.after,
+        fetched=list(batch.messages),
         settled=settled,
     )
 
@@ -260,9 +281,14 @@ def _retrieve(
     report: RunReport,
 ) -> list[Asked]:
     """Every doc-worthy conversation with its docs sections; the queries of all of them are
-    embedded together first (a run's searches cost a request per hundred, not one each)."""
+    embedded together first (a run's searches cost a request per hundred, not one each).
+    A verdict an earlier run paid for keeps the sections it was matched to then."""
+    stored = {
+        key: hits for key, (stream, _) in by_key.items() if (hits := _stored_hits(stream, key))
+    }
+    fresh = [verdict for verdict in valuable if verdict.thread_key not in stored]
     try:
-        deps.warm([query for verdict in valuable for query in search_queries(verdict)])
+        deps.warm([query for verdict in fresh for query in search_queries(verdict)])
     except LLMUnavailable as error:
         report.stopped_early = one_line(error)
         log.warning("retrieval stopped: %s", report.stopped_early)
@@ -271,10 +297,33 @@ def _retrieve(
         Asked(
             thread=by_key[verdict.thread_key][1],
             verdict=verdict,
-            hits=tuple(retrieve(verdict, search=deps.search, k=config.limits.search_k)),
+            hits=stored.get(verdict.thread_key)
+            or tuple(retrieve(verdict, search=deps.search, k=config.limits.search_k)),
         )
         for verdict in valuable
     ]
+
+
+def _stored_hits(stream: Ingested, key: str) -> tuple[Hit, ...]:
+    judged = stream.state.judged.get(key)
+    if judged is None:
+        return ()
+    return tuple(Hit(ref.path, ref.heading, ref.anchor, ref.score, "") for ref in judged.hits)
+
+
+def _remember_hits(asked: Sequence[Asked], by_key: dict[str, tuple[Ingested, Thread]]) -> None:
+    """The sections each paid-for verdict was matched to (docs paths and headings only)."""
+    for item in asked:
+        stream, _ = by_key[item.thread.key]
+        judged = stream.state.judged.get(item.thread.key)
+        if judged is None or judged.hits:
+            continue
+        refs = [SourceRef(path=h.path, heading=h.heading, anchor=h.anchor, score=h.score)
+                for h in item.hits]  # fmt: skip
+        stream.state.judged = {
+            **stream.state.judged,
+            item.thread.key: judged.model_copy(update={"hits": refs}),
+        }
 
 
 def _propose_group(group: Group, config: Config, deps: Deps, report: RunReport) -> None:

@@ -49,12 +49,22 @@ class Failure(BaseModel):
     last_error: str = ""
 
 
+class SourceRef(BaseModel):
+    """A docs section a proposal was grounded in."""
+
+    path: str
+    heading: str = ""
+    anchor: str = ""
+    score: float = 0.0
+
+
 class Judged(BaseModel):
     """A paid-for verdict on a thread not yet handled: its hash and category, never its text."""
 
     digest: str
     category: str
     confidence: float = 0.0
+    hits: list[SourceRef] = Field(default_factory=list)  # the docs sections it was matched to
 
 
 class StreamState(BaseModel):
@@ -106,15 +116,6 @@ class StreamState(BaseModel):
         updated = Failure(count=failure.count + 1, last_error=error[:MAX_ERROR_CHARS])
         self.failures = {**self.failures, thread_key: updated}
         return updated.count
-
-
-class SourceRef(BaseModel):
-    """A docs section a proposal was grounded in."""
-
-    path: str
-    heading: str = ""
-    anchor: str = ""
-    score: float = 0.0
 
 
 class LedgerEntry(BaseModel):
