@@ -59,6 +59,7 @@ class Claim:
     token: str
     kind: str
     needles: tuple[str, ...]
+    exact: bool = False  # match case even where the kind usually ignores it
 
 
 @dataclass(frozen=True)
@@ -117,8 +118,12 @@ def _normal(text: str) -> str:
 
 _FLAG = re.compile(r"--?[A-Za-z][\w.-]*")
 _LONG_FLAG = re.compile(r"--[A-Za-z][\w.-]*")
-_SHORT_FLAG = re.compile(r"-[A-Za-z][A-Za-z0-9]{0,3}")
-_ENV_REF = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?|%([A-Za-z_][A-Za-z0-9_]*)%")
+# `-v`, `-sSf`, and single-dash long options (`-no-cache`, `-Tsvg`).
+_SHORT_FLAG = re.compile(r"-[A-Za-z][\w.-]*")
+# `$NAME`, `${NAME}`, Windows' `%NAME%` and PowerShell's `$env:NAME`.
+_ENV_REF = re.compile(
+    r"\$env:([A-Za-z_]\w*)|\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?|%([A-Za-z_][A-Za-z0-9_]*)%"
+)
 _ENV_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)")
 # A version as PEP 440 writes it (pre, post, dev and local parts), or a `3.12.*` prefix.
@@ -138,7 +143,8 @@ _PROMPT = re.compile(r"^(?:\$|>>>|\.\.\.|PS[^>]*>|❯|%|#\s*\$)\s+")
 _EXTENSIONS = _word_set(
     """toml txt py pyi pyc lock cfg ini yaml yml json jsonc md mdx rst in whl sh bash zsh fish
     ps1 bat cmd exe gz tgz zip tar xz bz2 env pth so dll dylib ipynb csv html css js ts
-    tsx jsx lua rs go c h cpp rb java kt swift xml sql log pem crt key conf"""
+    tsx jsx lua rs go c h cpp rb java kt swift xml sql log pem crt key conf svg png jpg jpeg
+    gif webp pdf"""
 )
 # Words of shells and Python so common that no one has to say them first.
 _TRIVIAL_CODE = _word_set(
@@ -152,6 +158,8 @@ _HASH_COMMENT_LANGUAGES = _word_set(
     yml python py python3 pycon dockerfile docker make makefile text txt plain ruby r env
     dotenv properties nix requirements pip"""
 )
+_PYTHON_LANGUAGES = _word_set("python py python3 pycon")
+_TOML_LINE = re.compile(r"^\s*(?:\[|\]|\"|[\w.\"-]+\s*=(?!=))")
 _CONFIG_LANGUAGES = _word_set("toml ini cfg conf properties env dotenv")
 _YAML_LANGUAGES = _word_set("yaml yml")
 _JSON_LANGUAGES = _word_set("json jsonc json5")
@@ -188,6 +196,10 @@ def _version_claim(word: str) -> Claim:
     return _claim(word, "version", *needles)
 
 
+def _env_name(reference: re.Match[str]) -> str:
+    return next(group for group in reference.groups() if group)
+
+
 def _env_claim(name: str, token: str | None = None) -> Claim:
     return _claim(token or name, "env", name)
 
@@ -217,7 +229,7 @@ def _looks_like_path(word: str, *, code: bool) -> bool:
             or segments[0].startswith(".")
             or _has_extension(segments[-1])
         )
-    if re.fullmatch(r"\.[A-Za-z][\w.-]*", word):
+    if re.fullmatch(r"\.[A-Za-z][\w.-]*", word) and "_" not in word:
         return True  # a dotfile: .venv, .python-version
     return _has_extension(word)
 
@@ -232,8 +244,9 @@ def _code_word_claims(word: str) -> list[Claim]:
         name, _, value = word.partition("=")
         claims = [_claim(name, "flag")] if _LONG_FLAG.fullmatch(name) else []
         return claims + (_code_word_claims(value) if value else [])
-    if _SHORT_FLAG.fullmatch(word):
-        return [_claim(word, "flag")]
+    if _SHORT_FLAG.fullmatch(word.partition("=")[0]):
+        name, _, value = word.partition("=")
+        return [_claim(name, "flag"), *(_code_word_claims(value) if value else [])]
     if word.startswith("-") and _NUMBER.fullmatch(word[1:]):
         return []
     assignment = _ASSIGNMENT.fullmatch(word)
@@ -249,7 +262,7 @@ def _code_word_claims(word: str) -> list[Claim]:
         return _path_claim(word)
     reference = _ENV_REF.fullmatch(word)
     if reference:
-        return [_env_claim(reference.group(1) or reference.group(2), word)]
+        return [_env_claim(_env_name(reference), word)]
     if _ENV_NAME.fullmatch(word):
         return [_env_claim(word)]
     if _VERSION.fullmatch(word):
@@ -265,8 +278,12 @@ def _code_word_claims(word: str) -> list[Claim]:
         _DOTTED_KEY.fullmatch(word) and word.count(".") >= 2 and word == word.lower()
     ):
         return [_config_claim(word)]
+    if word.startswith(".") and re.fullmatch(r"\.[A-Za-z]\w*_\w*", word):
+        return _code_word_claims(word[1:])  # `.status_code` after a call: an attribute
     if _IDENTIFIER.fullmatch(word) and word not in _TRIVIAL_CODE:
-        return [_claim(word, "code")]
+        # `NETRC`, `PATH`: an upper-case word in code is a name whose case matters.
+        exact = word.isupper() and bool(re.search(r"[A-Z]{2}", word))
+        return [Claim(word, "code", (word,), exact=exact)]
     return []
 
 
@@ -287,6 +304,12 @@ def _code_claims(line: str, language: str = "") -> list[Claim]:
     """The claims of one line of code: a command, a config line, a line of a program."""
     language = language.lower()
     code, comment = _split_comment(line, language)
+    if comment and not code.strip() and language in _PYTHON_LANGUAGES:
+        # Inline script metadata (PEP 723) is TOML written in comments.
+        if comment.strip().startswith("///"):
+            return []
+        if _TOML_LINE.match(comment):
+            return _code_claims(comment.strip(), "toml")
     claims = _prose_claims(comment) if comment.strip() else []
     text = _PROMPT.sub("", _normal(code).strip())
     if not text:
@@ -418,7 +441,7 @@ def _prose_word_claims(word: str) -> list[Claim]:
         return [_claim(flag.group(0), "flag")]
     reference = _ENV_REF.fullmatch(word)
     if reference:
-        return [_env_claim(reference.group(1) or reference.group(2), word)]
+        return [_env_claim(_env_name(reference), word)]
     if _ENV_NAME.fullmatch(word):
         return [_env_claim(word)]
     if re.fullmatch(r"[vV]\d+(?:\.\d+)*", word) or (
@@ -558,10 +581,10 @@ class Grounds:
         self.text = "\n".join(_normal(text) for text in texts)
         self._lower = self.text.lower()
 
-    def has(self, needle: str, kind: str) -> bool:
+    def has(self, needle: str, kind: str, *, exact: bool = False) -> bool:
         if not needle:
             return False
-        folded = kind in _FOLDED_KINDS
+        folded = kind in _FOLDED_KINDS and not exact
         haystack, target = (self._lower, needle.lower()) if folded else (self.text, needle)
         pattern = _pattern(target, kind)
         # str.find skips to each occurrence fast; the pattern only checks its boundaries there.
@@ -574,7 +597,7 @@ class Grounds:
 
     def holds(self, claim: Claim) -> bool:
         """Whether any form of the claim occurs; a dotted config key may be said in parts."""
-        if any(self.has(needle, claim.kind) for needle in claim.needles):
+        if any(self.has(needle, claim.kind, exact=claim.exact) for needle in claim.needles):
             return True
         if claim.kind == "config-key" and "." in claim.token:
             parent, _, leaf = claim.token.rpartition(".")
