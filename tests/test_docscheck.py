@@ -112,6 +112,11 @@ def test_mkdocs_admonition_bodies_are_prose_and_their_fences_code() -> None:
     assert page.unclosed_fences == ()
 
 
+def test_a_setext_underline_does_not_open_a_container() -> None:
+    page = read_page("Title\n===\n\n    indented code\n", path="a.md")
+    assert [role.kind for role in page.roles] == ["heading", "heading", "blank", "code", "blank"]
+
+
 def test_front_matter_lines_are_front_matter() -> None:
     page = read_page("---\ntitle: Cache\n---\n\n# Cache\n", path="a.md")
     assert [role.kind for role in page.roles[:3]] == ["front-matter"] * 3

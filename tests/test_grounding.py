@@ -148,6 +148,10 @@ def test_urls_in_links_text_and_code() -> None:
 
 def test_relative_links_are_left_to_the_docs_check() -> None:
     assert claims("See [caching](../concepts/cache.md#cache-directory).") == []
+    # A link whose text began on the line before.
+    assert claims("the cache](./storage.md) and [x](https://example.com/x).") == [
+        ("https://example.com/x", "url")
+    ]
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,7 @@ _PROSE = LineRole("prose")
 # mkdocs-material admonitions (`!!! note`), collapsible blocks (`??? tip`, `???+ tip`) and
 # content tabs (`=== "Linux"`) hold 4-space indented Markdown, which CommonMark alone reads as
 # an indented code block (https://squidfunk.github.io/mkdocs-material/reference/admonitions/).
-_CONTAINER = re.compile(r"^\s*(?:!!!|\?\?\?\+?|===\+?)(?:\s|$)")
+_CONTAINER = re.compile(r"^\s*(?:(?:!!!|\?\?\?\+?)\s+[\w-]+|===\+?\s+[\"'])")
 
 
 def _open_containers(lines: Sequence[str]) -> list[str]:

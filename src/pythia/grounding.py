@@ -397,6 +397,7 @@ def _url_claim(url: str) -> Claim:
 _CODE_SPAN = re.compile(r"(`+)(.+?)(?<!`)\1(?!`)")
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|$)")
 _MD_LINK = re.compile(r"!?\[([^\]]*)\]\(\s*<?([^\s)>]*)>?(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)")
+_LINK_TAIL = re.compile(r"\]\(\s*<?([^\s)>]*)>?(?:\s+(?:\"[^\"]*\"|'[^']*'))?\s*\)")
 _REFERENCE_DEFINITION = re.compile(r"^\s*\[[^\]]+\]:\s*<?(\S+?)>?(?:\s.*)?$")
 _REFERENCE_LINK = re.compile(r"\[([^\]]+)\]\[[^\]]*\]")
 _FOOTNOTE = re.compile(r"\[\^[^\]]+\]:?")
@@ -518,7 +519,14 @@ def _prose_claims(text: str, *, heading: bool = False) -> list[Claim]:
             claims.append(_url_claim(match.group(2)))
         return f" {match.group(1)} "
 
+    def link_tail(match: re.Match[str]) -> str:
+        if re.match(r"(?i)[a-z][a-z0-9+.-]*://", match.group(1)):
+            claims.append(_url_claim(match.group(1)))
+        return " "
+
     text = _MD_LINK.sub(link, text)
+    # The end of a link whose text began on an earlier line: `more text](../page.md)`.
+    text = _LINK_TAIL.sub(link_tail, text)
     definition = _REFERENCE_DEFINITION.match(text)
     if definition:
         target = definition.group(1)
