@@ -1,0 +1,855 @@
+"""Checking an edited docs tree for what the edit broke: Markdown structure, relative links and
+anchors, and a repository's own build command run in a scratch copy without secrets.
+
+Only new problems count: a page's problems after the edit are compared with the same page's
+problems before it, so a docs tree with old broken links can still take a good edit.
+CommonMark never fails to parse, so "does not parse" is made concrete: a fenced code block left
+open (the rest of the page becomes code), front matter that is no longer valid YAML, an HTML
+comment left open (the rest of the page disappears). reStructuredText and other non-Markdown
+pages get no structural checks; MDX pages get the Markdown ones except HTML comments.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import posixpath
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote
+
+import yaml
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+from .chunking import Slugger, heading_text
+from .edits import normalise_path
+
+__all__ = [
+    "MARKDOWN_SUFFIXES",
+    "CommandResult",
+    "LineRole",
+    "Page",
+    "PageLink",
+    "Problem",
+    "build_scratch",
+    "check_docs",
+    "command_environment",
+    "docs_feedback",
+    "page_anchors",
+    "page_links",
+    "read_page",
+    "run_check_command",
+    "scratch_copy",
+]
+
+MARKDOWN_SUFFIXES = (".md", ".markdown", ".mdx")
+RST_SUFFIXES = (".rst",)
+
+_PARSER = MarkdownIt("commonmark").enable("table")
+
+
+# ---------------------------------------------------------------- reading a page
+
+
+@dataclass(frozen=True)
+class LineRole:
+    """What one source line of a page is.
+
+    `kind` is one of "blank", "prose", "heading", "html", "code" (inside a code block),
+    "markup" (a fence, an RST underline or directive: structure, no content) and
+    "front-matter". `language` is the code block's info string's first word.
+    """
+
+    kind: str
+    language: str = ""
+
+
+@dataclass(frozen=True)
+class Page:
+    """A docs page read once: its lines, what each line is, and its Markdown tokens."""
+
+    path: str
+    lines: tuple[str, ...]
+    roles: tuple[LineRole, ...]
+    tokens: tuple[Token, ...] = ()
+    front_matter_end: int | None = None  # index of the closing '---' line
+    unclosed_fences: tuple[int, ...] = ()  # index of each fence line that is never closed
+
+    @property
+    def is_markdown(self) -> bool:
+        return self.path.lower().endswith(MARKDOWN_SUFFIXES)
+
+
+_BLANK = LineRole("blank")
+_PROSE = LineRole("prose")
+
+# mkdocs-material admonitions (`!!! note`), collapsible blocks (`??? tip`, `???+ tip`) and
+# content tabs (`=== "Linux"`) hold 4-space indented Markdown, which CommonMark alone reads as
+# an indented code block (https://squidfunk.github.io/mkdocs-material/reference/admonitions/).
+_CONTAINER = re.compile(r"^\s*(?:(?:!!!|\?\?\?\+?)\s+[\w-]+|===\+?\s+[\"'])")
+
+
+def _open_containers(lines: Sequence[str]) -> list[str]:
+    """The lines with mkdocs containers' bodies dedented, so they parse as the Markdown they are.
+
+    Line numbers are kept: only leading spaces are removed.
+    """
+    result: list[str] = []
+    stack: list[int] = []  # the content indent of each open container, in the original text
+    for line in lines:
+        if not line.strip():
+            result.append(line)
+            continue
+        indent = len(line) - len(line.lstrip(" "))
+        while stack and indent < stack[-1]:
+            stack.pop()
+        result.append(line[4 * len(stack) :] if stack else line)
+        if _CONTAINER.match(line):
+            stack.append(indent + 4)
+    return result
+
+
+def _front_matter_end(lines: Sequence[str]) -> int | None:
+    """The index of the line closing a leading `---` YAML block, or None when there is none."""
+    if not lines or lines[0].rstrip() != "---":
+        return None
+    for number, line in enumerate(lines[1:], start=1):
+        if line.rstrip() in ("---", "..."):
+            return number
+    return None
+
+
+def _fence_closed(token: Token, lines: Sequence[str]) -> bool:
+    assert token.map is not None
+    start, end = token.map
+    if end - start < 2 or end > len(lines):
+        return False
+    last = re.sub(r"^[\s>]*", "", lines[end - 1])
+    char, length = token.markup[0], len(token.markup)
+    return re.fullmatch(rf"{re.escape(char)}{{{length},}}\s*", last) is not None
+
+
+def read_page(text: str, *, path: str) -> Page:
+    """Read a page: Markdown (and MDX) through markdown-it, RST by its literal blocks."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").removeprefix("\ufeff")
+    lines = text.split("\n")
+    lower = path.lower()
+    if lower.endswith(RST_SUFFIXES):
+        return Page(path, tuple(lines), tuple(_rst_roles(lines)))
+    if not lower.endswith(MARKDOWN_SUFFIXES):
+        return Page(path, tuple(lines), tuple(_BLANK if not x.strip() else _PROSE for x in lines))
+    front_end = _front_matter_end(lines)
+    body = list(lines)
+    if front_end is not None:
+        body[: front_end + 1] = [""] * (front_end + 1)
+    body = _open_containers(body)
+    tokens = _PARSER.parse("\n".join(body))
+    roles = [_BLANK if not line.strip() else _PROSE for line in lines]
+    unclosed: list[int] = []
+    for token in tokens:
+        if token.map is None:
+            continue
+        start, end = token.map
+        if token.type == "fence":
+            language = token.info.split()[0].strip("{}.") if token.info.strip() else ""
+            closed = _fence_closed(token, body)
+            if not closed:
+                unclosed.append(start)
+            roles[start] = LineRole("markup", language)
+            for number in range(start + 1, end - 1 if closed else end):
+                roles[number] = LineRole("code", language)
+            if closed:
+                roles[end - 1] = LineRole("markup", language)
+        elif token.type == "code_block":
+            for number in range(start, end):
+                if lines[number].strip():
+                    roles[number] = LineRole("code")
+        elif token.type == "heading_open":
+            for number in range(start, end):
+                roles[number] = LineRole("heading")
+        elif token.type == "html_block":
+            for number in range(start, end):
+                if lines[number].strip():
+                    roles[number] = LineRole("html")
+    if front_end is not None:
+        for number in range(front_end + 1):
+            roles[number] = LineRole("front-matter")
+    return Page(path, tuple(lines), tuple(roles), tuple(tokens), front_end, tuple(unclosed))
+
+
+_RST_UNDERLINE = re.compile(r"""([=\-~^"'`#*+<>:._])\1{2,}""")
+_RST_DIRECTIVE = re.compile(r"^\.\.\s+([\w:-]+)::\s*(.*)$")
+_RST_CODE_DIRECTIVES = frozenset(
+    {"code-block", "code", "sourcecode", "highlight", "literalinclude"}
+)
+_RST_OPTION = re.compile(r"^\s+:[\w-]+:(?:\s|$)")
+
+
+def _rst_roles(lines: Sequence[str]) -> list[LineRole]:
+    """Roles of RST lines: literal blocks (after `::` or a code directive) are code."""
+    roles: list[LineRole] = []
+    opener: int | None = None  # indent of the line that announced a literal block
+    inside: int | None = None  # indent of the line whose literal block we are in
+    language = ""
+    for line in lines:
+        if not line.strip():
+            roles.append(_BLANK)
+            continue
+        indent = len(line) - len(line.lstrip())
+        if inside is not None and indent > inside:
+            roles.append(
+                LineRole("markup") if _RST_OPTION.match(line) else LineRole("code", language)
+            )
+            continue
+        inside = None
+        if opener is not None and indent > opener:
+            inside, opener = opener, None
+            roles.append(
+                LineRole("markup") if _RST_OPTION.match(line) else LineRole("code", language)
+            )
+            continue
+        opener = None
+        stripped = line.strip()
+        directive = _RST_DIRECTIVE.match(stripped)
+        if _RST_UNDERLINE.fullmatch(stripped):
+            roles.append(LineRole("markup"))
+        elif directive and directive.group(1) in _RST_CODE_DIRECTIVES:
+            opener, language = indent, directive.group(2).strip()
+            roles.append(LineRole("markup"))
+        elif stripped.endswith("::"):
+            opener, language = indent, ""
+            roles.append(_PROSE)
+        else:
+            roles.append(_PROSE)
+    return roles
+
+
+# ---------------------------------------------------------------- links and anchors
+
+
+@dataclass(frozen=True)
+class PageLink:
+    """A link or image target as written on a page, with its 0-based line."""
+
+    target: str
+    line: int
+
+
+_HTML_TARGET = re.compile(r"""(?i)\b(?:href|src)\s*=\s*["']([^"']+)["']""")
+
+
+def _line_of(target: str, lines: Sequence[str], start: int, end: int) -> int:
+    for candidate in (target, unquote(target)):
+        for number in range(start, min(end, len(lines))):
+            if candidate in lines[number]:
+                return number
+    return start
+
+
+def page_links(page: Page) -> list[PageLink]:
+    """Every link and image target of a Markdown page (Markdown syntax and raw HTML)."""
+    found: list[PageLink] = []
+    for token in page.tokens:
+        if token.map is None:
+            continue
+        start, end = token.map
+        if token.type == "html_block":
+            found.extend(
+                PageLink(match.group(1), _line_of(match.group(1), page.lines, start, end))
+                for match in _HTML_TARGET.finditer(token.content)
+            )
+            continue
+        if token.type != "inline":
+            continue
+        for child in token.children or []:
+            targets: list[str] = []
+            if child.type == "link_open":
+                targets = [str(child.attrs.get("href", ""))]
+            elif child.type == "image":
+                targets = [str(child.attrs.get("src", ""))]
+            elif child.type == "html_inline":
+                targets = [match.group(1) for match in _HTML_TARGET.finditer(child.content)]
+            found.extend(
+                PageLink(target, _line_of(target, page.lines, start, end))
+                for target in targets
+                if target
+            )
+    return found
+
+
+def _toc_slug(text: str, *, ascii_only: bool) -> str:
+    """Python-Markdown's toc slug (mkdocs' default): word characters, '-' for spaces."""
+    value = unicodedata.normalize("NFKD", text)
+    if ascii_only:
+        value = value.encode("ascii", "ignore").decode("ascii")
+    value = re.sub(r"[^\w\s-]", "", value).strip().lower()
+    return re.sub(r"[-\s]+", "-", value)
+
+
+_ATTR_LIST = re.compile(r"\s*\{:?\s*([^}]*)\}\s*$")
+_EXPLICIT_ID = re.compile(r"\{[^}\n]*#([\w:.-]+)[^}\n]*\}")
+_HTML_ID = re.compile(r"""(?i)\b(?:id|name)\s*=\s*["']([^"']+)["']""")
+
+
+def page_anchors(page: Page) -> set[str]:
+    """Every `#fragment` a Markdown page answers to, lower case.
+
+    Heading slugs are given as GitHub makes them and as Python-Markdown (mkdocs) does, with
+    each one's suffix for repeated headings; explicit `{#id}` attributes and HTML `id`/`name`
+    attributes count too. Accepting any of them keeps a link that works on one renderer from
+    being called broken.
+    """
+    anchors: set[str] = set()
+    github = Slugger()
+    seen: Counter[str] = Counter()
+    for index, token in enumerate(page.tokens):
+        if token.type != "heading_open" or index + 1 >= len(page.tokens):
+            continue
+        text = heading_text(page.tokens[index + 1])
+        attributes = _ATTR_LIST.search(text)
+        if attributes:
+            anchors.update(re.findall(r"#([\w:.-]+)", attributes.group(1)))
+            text = text[: attributes.start()]
+        anchors.add(github.slug(text))
+        for ascii_only in (True, False):
+            slug = _toc_slug(text, ascii_only=ascii_only)
+            anchors.add(f"{slug}_{seen[slug]}" if seen[slug] else slug)
+        seen[_toc_slug(text, ascii_only=True)] += 1
+    body = "\n".join(page.lines)
+    anchors.update(_EXPLICIT_ID.findall(body))
+    anchors.update(_HTML_ID.findall(body))
+    return {anchor.lower() for anchor in anchors}
+
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a relative link leads: a file (or folder) and an optional fragment."""
+
+    path: str
+    fragment: str
+
+
+def _split_target(page_path: str, target: str) -> _Target | None:
+    """The repository path and fragment a link means, or None when it cannot be checked here.
+
+    Links with a scheme, protocol-relative and site-absolute links, templated links and links
+    that leave the tree are left alone: only the built site could tell whether they work.
+    """
+    target = target.strip()
+    if not target or _SCHEME.match(target) or target.startswith("/"):
+        return None
+    if "{{" in target or "{%" in target or "${" in target:
+        return None
+    location, _, fragment = target.partition("#")
+    location = unquote(location.split("?", 1)[0])
+    fragment = unquote(fragment)
+    if not location:
+        return _Target(page_path, fragment)
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(page_path), location))
+    if joined == ".." or joined.startswith("../"):
+        return None
+    return _Target(joined, fragment)
+
+
+class _Tree:
+    """The docs tree as an edit leaves it: the edited texts over the existing files."""
+
+    def __init__(
+        self,
+        texts: Mapping[str, str],
+        *,
+        read: Callable[[str], str | None],
+        paths: Iterable[str],
+    ) -> None:
+        self._texts = texts
+        self._read = read
+        self.files = set(paths) | set(texts)
+        self.dirs = {"."}
+        for path in self.files:
+            parent = posixpath.dirname(path)
+            while parent and parent not in self.dirs:
+                self.dirs.add(parent)
+                parent = posixpath.dirname(parent)
+        self._anchors: dict[str, set[str] | None] = {}
+
+    def text(self, path: str) -> str | None:
+        return self._texts[path] if path in self._texts else self._read(path)
+
+    def find(self, path: str) -> str | None:
+        """The file (or folder) a link path names, trying the forms static site tools accept."""
+        path = path.rstrip("/") or "."
+        for candidate in (path, f"{path}.md", f"{path}.mdx"):
+            if candidate in self.files:
+                return candidate
+        if path in self.dirs:
+            for name in ("index.md", "README.md", "index.mdx", "_index.md"):
+                candidate = posixpath.join(path, name) if path != "." else name
+                if candidate in self.files:
+                    return candidate
+            return path
+        return None
+
+    def anchors(self, path: str) -> set[str] | None:
+        """The anchors of a Markdown file, or None when they cannot be known."""
+        if path not in self._anchors:
+            text = self.text(path) if path.lower().endswith(MARKDOWN_SUFFIXES) else None
+            self._anchors[path] = None if text is None else page_anchors(read_page(text, path=path))
+        return self._anchors[path]
+
+
+# ---------------------------------------------------------------- problems
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something the edit broke in the docs, with a message written for the model."""
+
+    path: str
+    line: int  # 1-based; 0 when the problem belongs to the whole page
+    kind: str  # unclosed-fence, front-matter, unclosed-comment, broken-link, missing-anchor...
+    message: str
+    # What makes two problems "the same" before and after an edit (line numbers move).
+    key: str = field(default="", compare=False, repr=False)
+
+
+def _structure_problems(page: Page) -> list[Problem]:
+    problems: list[Problem] = []
+    if not page.is_markdown:
+        return problems
+    for start in page.unclosed_fences:
+        fence = page.lines[start].strip().lstrip(">").strip()
+        markup = fence[: len(fence) - len(fence.lstrip(fence[:1]))] if fence else "```"
+        problems.append(
+            Problem(
+                page.path,
+                start + 1,
+                "unclosed-fence",
+                f"The code block opened with {markup} at line {start + 1} of {page.path} is "
+                f"never closed, so the rest of the page renders as code; close it with a "
+                f"{markup} line.",
+                key="unclosed-fence",
+            )
+        )
+    if page.front_matter_end is not None:
+        block = "\n".join(page.lines[1 : page.front_matter_end])
+        reason = ""
+        try:
+            data = yaml.safe_load(block)
+        except yaml.YAMLError as error:
+            reason = str(error).splitlines()[0] if str(error) else "it does not parse"
+        else:
+            if data is not None and not isinstance(data, dict):
+                reason = "it is not a mapping of keys to values"
+        if reason:
+            problems.append(
+                Problem(
+                    page.path,
+                    1,
+                    "front-matter",
+                    f"The front matter of {page.path} (lines 1-{page.front_matter_end + 1}) is "
+                    f"no longer valid YAML ({reason}); leave the front matter as it was.",
+                    key="front-matter",
+                )
+            )
+    if not page.path.lower().endswith(".mdx"):
+        problems.extend(_comment_problems(page))
+    return problems
+
+
+def _comment_problems(page: Page) -> list[Problem]:
+    """An HTML comment opened outside code and never closed hides the rest of the page."""
+    open_at: int | None = None
+    for number, (line, role) in enumerate(zip(page.lines, page.roles, strict=True)):
+        if role.kind in ("code", "markup", "front-matter"):
+            continue
+        position = 0
+        while True:
+            if open_at is None:
+                found = line.find("<!--", position)
+                if found < 0:
+                    break
+                open_at, position = number, found + 4
+            else:
+                found = line.find("-->", position)
+                if found < 0:
+                    break
+                open_at, position = None, found + 3
+    if open_at is None:
+        return []
+    return [
+        Problem(
+            page.path,
+            open_at + 1,
+            "unclosed-comment",
+            f"The HTML comment opened at line {open_at + 1} of {page.path} is never closed "
+            "with -->, so the rest of the page is hidden; close it or remove it.",
+            key="unclosed-comment",
+        )
+    ]
+
+
+def _link_problems(page: Page, tree: _Tree) -> list[Problem]:
+    problems: list[Problem] = []
+    if not page.is_markdown:
+        return problems
+    for link in page_links(page):
+        target = _split_target(page.path, link.target)
+        if target is None:
+            continue
+        line = link.line + 1
+        found = tree.find(target.path)
+        if found is None:
+            problems.append(
+                Problem(
+                    page.path,
+                    line,
+                    "broken-link",
+                    f"The link `{link.target}` in {page.path} (line {line}) points to "
+                    f"{target.path}, which does not exist; link to an existing page or "
+                    "remove the link.",
+                    key=f"broken-link:{link.target}",
+                )
+            )
+            continue
+        if not target.fragment:
+            continue
+        anchors = tree.anchors(found)
+        if anchors is None or target.fragment.lower() in anchors:
+            continue
+        close = difflib.get_close_matches(target.fragment.lower(), sorted(anchors), n=3)
+        hint = f" Did you mean {', '.join('#' + a for a in close)}?" if close else ""
+        where = "this page" if found == page.path else found
+        problems.append(
+            Problem(
+                page.path,
+                line,
+                "missing-anchor",
+                f"The link `{link.target}` in {page.path} (line {line}) points to "
+                f"#{target.fragment}, but {where} has no heading with that anchor; link to an "
+                f"existing heading or drop the #part.{hint}",
+                key=f"missing-anchor:{link.target}",
+            )
+        )
+    return problems
+
+
+def _problems(page: Page, tree: _Tree) -> list[Problem]:
+    return _structure_problems(page) + _link_problems(page, tree)
+
+
+def check_docs(
+    before: Mapping[str, str],
+    after: Mapping[str, str],
+    *,
+    read: Callable[[str], str | None],
+    paths: Iterable[str],
+) -> list[Problem]:
+    """The problems an edit adds to the docs tree, in page order.
+
+    `before` and `after` map the edited paths to their text (a path missing from `before` is a
+    new page); `read` returns any other file's text (None when it cannot); `paths` lists every
+    file that exists before the edit, with the same root as the edited paths. Pass every file of
+    the repository, not only the pages, so links to images and downloads resolve.
+    """
+    existing = set(paths)
+    old_tree = _Tree(before, read=read, paths=existing)
+    new_tree = _Tree(after, read=read, paths=existing)
+    problems: list[Problem] = []
+    for path in sorted(after):
+        old_text = before.get(path)
+        if old_text == after[path]:
+            continue
+        page = read_page(after[path], path=path)
+        found = _problems(page, new_tree)
+        known: Counter[str] = Counter()
+        if old_text is not None:
+            old_page = read_page(old_text, path=path)
+            known.update(problem.key for problem in _problems(old_page, old_tree))
+            if old_page.front_matter_end is not None and page.front_matter_end is None:
+                found.insert(0, _front_matter_removed(path))
+        for problem in found:
+            if known[problem.key] > 0:
+                known[problem.key] -= 1
+            else:
+                problems.append(problem)
+    problems.extend(_removed_anchor_problems(before, after, old_tree, new_tree))
+    return problems
+
+
+def _front_matter_removed(path: str) -> Problem:
+    return Problem(
+        path,
+        1,
+        "front-matter",
+        f"The front matter of {path} is no longer closed by a '---' line, so it renders as "
+        "text; leave the front matter as it was.",
+        key="front-matter-removed",
+    )
+
+
+def _removed_anchor_problems(
+    before: Mapping[str, str], after: Mapping[str, str], old_tree: _Tree, new_tree: _Tree
+) -> list[Problem]:
+    """Links from unedited pages to headings the edit renamed or removed."""
+    removed: dict[str, set[str]] = {}
+    for path, old_text in before.items():
+        if path not in after or after[path] == old_text:
+            continue
+        old_anchors, new_anchors = old_tree.anchors(path), new_tree.anchors(path)
+        if old_anchors is not None and new_anchors is not None and old_anchors - new_anchors:
+            removed[path] = old_anchors - new_anchors
+    if not removed:
+        return []
+    wanted = {"#" + anchor for anchors in removed.values() for anchor in anchors}
+    problems: list[Problem] = []
+    for other in sorted(new_tree.files - set(after)):
+        if not other.lower().endswith(MARKDOWN_SUFFIXES):
+            continue
+        text = new_tree.text(other)
+        if text is None or not any(anchor in text.lower() for anchor in wanted):
+            continue
+        for link in page_links(read_page(text, path=other)):
+            target = _split_target(other, link.target)
+            if target is None or not target.fragment:
+                continue
+            destination = new_tree.find(target.path)
+            gone = removed.get(destination or "", set())
+            if target.fragment.lower() in gone:
+                problems.append(
+                    Problem(
+                        other,
+                        link.line + 1,
+                        "removed-anchor",
+                        f"The edit removes the heading anchor #{target.fragment} from "
+                        f"{destination}, but {other} (line {link.line + 1}) links to it; keep "
+                        "that heading's text as it was.",
+                        key=f"removed-anchor:{link.target}",
+                    )
+                )
+    return problems
+
+
+def docs_feedback(problems: Sequence[Problem]) -> str:
+    """One message for the model listing what its edit broke, or '' when nothing."""
+    if not problems:
+        return ""
+    lines = ["Your edit breaks the docs:"]
+    lines.extend(f"- {problem.message}" for problem in problems)
+    lines.append("Send the whole proposal again with these fixed.")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- a repository's own check
+
+
+# The variables a build tool needs to find itself and read text; everything else is dropped.
+_KEPT_ENVIRONMENT = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TERM",
+        "TMPDIR",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "PYTHONIOENCODING",
+        "CI",
+        "SYSTEMROOT",
+        "COMSPEC",
+        "PATHEXT",
+    }
+)
+# Never passed, even when asked for by name: the names Pythia's own secrets and tokens use.
+_SECRET_NAME = re.compile(
+    r"(?i)TOKEN|SECRET|PASSW|CREDENTIAL|_KEY$|_KEY_|^KEY_|APIKEY|_SESSION$|AUTH"
+    r"|^GEMINI_|^GOOGLE_|^TELEGRAM_|^ZULIP_|^GITHUB_|^ACTIONS_|^INPUT_|^AWS_|^AZURE_"
+)
+
+
+def command_environment(environ: Mapping[str, str], *, keep: Iterable[str] = ()) -> dict[str, str]:
+    """The environment a docs check command runs with: PATH, HOME, locale and little else.
+
+    `keep` adds variables by name (a build may need one), but a name that looks like a secret
+    is dropped all the same.
+    """
+    wanted = _KEPT_ENVIRONMENT | set(keep)
+    return {
+        name: value
+        for name, value in environ.items()
+        if (name in wanted or name.startswith("LC_")) and not _SECRET_NAME.search(name)
+    }
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """How a docs check command ended: ok, or its exit code and its last lines of output."""
+
+    command: str
+    ok: bool
+    exit_code: int | None  # None when it was stopped at the time limit
+    timed_out: bool
+    tail: str
+    seconds: float
+    timeout: float
+
+    def feedback(self) -> str:
+        """The failure as a message for the model (and a refusal reason), or '' when ok."""
+        if self.ok:
+            return ""
+        if self.timed_out:
+            head = (
+                f"The docs check `{self.command}` did not finish within {self.timeout:g} s on "
+                "the edited docs."
+            )
+        else:
+            head = (
+                f"The docs check `{self.command}` failed (exit {self.exit_code}) "
+                "on the edited docs."
+            )
+        if not self.tail:
+            return head + " It printed nothing."
+        return (
+            f"{head} Its last lines:\n```\n{self.tail}\n```\nChange the edit so the check passes."
+        )
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
+_TAIL_BYTES = 64 * 1024
+_LINE_CHARS = 300
+
+
+def _tail(raw: bytes, max_lines: int) -> str:
+    text = _ANSI.sub("", raw.decode("utf-8", errors="replace")).replace("\r\n", "\n")
+    lines = [line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    kept = lines[-max_lines:] if max_lines > 0 else []
+    return "\n".join(
+        line if len(line) <= _LINE_CHARS else line[: _LINE_CHARS - 1] + "…" for line in kept
+    )
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def run_check_command(
+    command: str,
+    *,
+    cwd: Path,
+    environ: Mapping[str, str],
+    timeout: float = 300.0,
+    keep_env: Iterable[str] = (),
+    max_lines: int = 20,
+) -> CommandResult:
+    """Run a repository's docs check (`mkdocs build --strict`) in `cwd` through the shell.
+
+    The command sees only `command_environment(environ)`, reads nothing on stdin, and is killed
+    with everything it started when `timeout` seconds pass. Output goes to a file, so a chatty
+    build never blocks on a full pipe; only its last `max_lines` lines are kept.
+    """
+    env = command_environment(environ, keep=keep_env)
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as output:
+        process = subprocess.Popen(
+            command,
+            shell=True,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so a timeout kills its children
+        )
+        timed_out = False
+        try:
+            exit_code: int | None = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out, exit_code = True, None
+        finally:
+            _kill_group(process)  # also ends anything it left running in the background
+            process.wait()
+        seconds = time.monotonic() - started
+        size = output.seek(0, os.SEEK_END)
+        output.seek(max(0, size - _TAIL_BYTES))
+        raw = output.read()
+    return CommandResult(
+        command=command,
+        ok=not timed_out and exit_code == 0,
+        exit_code=exit_code,
+        timed_out=timed_out,
+        tail=_tail(raw, max_lines),
+        seconds=seconds,
+        timeout=timeout,
+    )
+
+
+# Installed trees a build uses as they are: linked into the scratch copy, never copied.
+LINKED_DIRS = ("node_modules", ".venv", "venv")
+
+
+def build_scratch(
+    repo_root: Path,
+    changed: Mapping[str, str],
+    into: Path,
+    *,
+    linked: Sequence[str] = LINKED_DIRS,
+) -> Path:
+    """Copy the repository at `repo_root` into `into`, then write the changed files over it.
+
+    `.git` is left out (the check must not see the token checkout stored there); folders named
+    in `linked` are symlinked instead of copied. Changed paths are repository-relative and may
+    not leave the copy.
+    """
+    repo_root = repo_root.resolve()
+    skipped: list[tuple[Path, str]] = []
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        dropped = {name for name in names if name == ".git"}
+        for name in names:
+            if name in linked and (Path(folder) / name).is_dir():
+                skipped.append((Path(folder), name))
+                dropped.add(name)
+        return dropped
+
+    shutil.copytree(repo_root, into, symlinks=True, ignore=ignore, dirs_exist_ok=True)
+    root = into.resolve()
+    for folder, name in skipped:
+        (root / folder.relative_to(repo_root) / name).symlink_to(folder / name)
+    for path, text in changed.items():
+        target = root / normalise_path(path)
+        parent = target.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        if not parent.resolve().is_relative_to(root):
+            raise ValueError(f"{path} leads outside the scratch copy; it cannot be written.")
+        if target.is_symlink():
+            target.unlink()
+        target.write_text(text, encoding="utf-8", newline="")
+    return root
+
+
+@contextmanager
+def scratch_copy(
+    repo_root: Path, changed: Mapping[str, str], *, linked: Sequence[str] = LINKED_DIRS
+) -> Iterator[Path]:
+    """A temporary copy of the repository with the edit applied, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="pythia-check-") as folder:
+        yield build_scratch(repo_root, changed, Path(folder) / "repo", linked=linked)
