@@ -124,7 +124,7 @@ def propose_reply(prompt: str) -> dict[str, object]:
             "summary": "Documents what the community established.",
             "reasoning": "A participant confirmed it worked.",
             "confidence": 0.85,
-            "evidence": indices[:2],
+            "evidence": indices,  # every message it read: its edit rests on them
             "edits": [
                 {
                     "path": path,

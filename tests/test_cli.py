@@ -203,7 +203,7 @@ def test_the_job_summary_and_outputs_go_where_github_points(
     assert len(re.findall(r"^\| opened \| .+ \| file://", text, re.MULTILINE)) == 3
     # Tokens as Gemini's usageMetadata reported them in the recording.
     assert re.search(r"^\| classify \| 1 \| 3837 \| 892 \| 0 \| \$\d+\.\d{4} \|$", text, re.M)
-    assert re.search(r"^\| propose \| 4 \| 9370 \| 505 \| 0 \| ", text, re.M)
+    assert re.search(r"^\| propose \| 4 \| 8901 \| 520 \| 0 \| ", text, re.M)
     assert "### Skipped" in text and "### Failed" not in text
     assert "corporate" not in text.lower()  # chat text never lands in the summary
     # a dry run shows the proposed diffs themselves, folded

@@ -25,7 +25,10 @@ FIXTURES = Path(__file__).parent / "fixtures"
 START = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 NOW = datetime(2026, 3, 9, 12, 0, tzinfo=timezone.utc)
 QUESTION = "our remote cache hangs behind the corporate proxy at work, any idea what to set?"
-ANSWER = "set HTTPS_PROXY and point KESTREL_CA_BUNDLE at the company CA, that fixed it for me"
+ANSWER = (
+    "since 2.3 it honours HTTPS_PROXY and NO_PROXY; on certificate verify failed set "
+    "KESTREL_CA_BUNDLE=/path/to/ca.pem, that fixed it for me"
+)
 
 
 def conversation(number: int, asker: str) -> list[Message]:

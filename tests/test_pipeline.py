@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -312,3 +313,22 @@ def test_a_run_stopped_by_a_cap_leaves_its_verdicts_for_the_next_one(repo: Path)
     after = runner.store.load_stream("kestrel-users")
     assert after.watermark == 42 and after.judged == {}
     assert second.stopped_early is None
+
+
+def test_a_proposal_the_checks_refuse_is_counted_and_its_threads_recorded(repo: Path) -> None:
+    def inventive(request: Any) -> str:
+        if request.stage == "classify":
+            return answer(request)
+        found = json.loads(answer(request))
+        if found.get("change"):  # the double invents a flag in every edit
+            edit = found["edits"][0]
+            edit["replace"] = edit["replace"] + "\nRun `kestrel cache --to-disk` first.\n"
+        return json.dumps(found)
+
+    runner = Harness(repo, make_config())
+    llm = FunctionLLM(inventive)
+    report = runner.run(llm=llm, publisher=MemoryPublisher())
+    assert report.proposals_opened == []
+    assert report.refused == {"ungrounded": 3}
+    assert all("--to-disk" in why for _, why in report.skipped if "refused" in why)
+    assert runner.store.load_stream("kestrel-users").watermark == 42  # outcomes recorded

@@ -205,6 +205,11 @@ def render_summary(report: RunReport) -> str:
     parts.append(
         table(["what", "proposal", "where"], proposed) if proposed else "No proposals.\n"
     )
+    if report.refused:
+        parts.append("### Refused by the checks\n")
+        parts.append(
+            table(["check", "proposals"], [[k, v] for k, v in sorted(report.refused.items())])
+        )
     if report.skipped:
         parts.append("### Skipped\n")
         parts.append(table(["thread", "why"], [list(item) for item in report.skipped]))

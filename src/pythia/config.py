@@ -62,6 +62,21 @@ class Docs(Strict):
         default_factory=list,
         description="Domains new links may point to, besides those the docs already use.",
     )
+    generated: list[str] = Field(
+        default_factory=list,
+        description="Pages the docs build generates (not in the repository) that links may name.",
+    )
+    check_command: str = Field(
+        "",
+        description="A build that must pass on the edited docs, e.g. 'mkdocs build --strict'.",
+    )
+    check_timeout_seconds: int = Field(
+        300, ge=10, le=3600, description="Time limit of check_command."
+    )
+    check_env: list[str] = Field(
+        default_factory=list,
+        description="Environment variables check_command may see besides PATH, HOME and locale.",
+    )
 
     @field_validator("root")
     @classmethod

@@ -132,6 +132,16 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class LineNote:
+    """An added line of a proposal and the evidence items (indices into `Proposal.evidence`)
+    it rests on, for the PR body."""
+
+    path: str
+    line: int  # 1-based, in the edited file
+    evidence: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Demand:
     """How often a docs gap was asked about: conversation keys and author pseudonyms (ids
     only, never text), and when it was first and last asked."""
@@ -190,6 +200,7 @@ class Proposal:
     evidence: tuple[Evidence, ...] = ()
     sources: tuple[Hit, ...] = ()
     demand: Demand | None = None  # every conversation behind it, this run's and earlier ones
+    support: tuple[LineNote, ...] = ()  # which messages each added line rests on
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -242,6 +253,7 @@ class RunReport:
     proposal_lines: dict[str, str] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    refused: dict[str, int] = field(default_factory=dict)  # refusals by kind of check
     usage: dict[str, StageUsage] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stopped_early: str | None = None

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import threads as threading_
+from .checks import SAFETY, EditChecks
 from .classify import classify
 from .config import Config
 from .demand import Asked, Group, below_threshold, group_by_section
@@ -41,6 +42,7 @@ from .ports import (
 from .propose import (
     NoChange,
     ProposalFailed,
+    Refused,
     Searcher,
     propose_for,
     quote_of,
@@ -82,6 +84,7 @@ class Deps:
     since: bool = False
     ledger: Ledger = field(default_factory=Ledger)  # the publisher records into the same one
     warm: Callable[[Sequence[str]], None] = lambda _queries: None  # embed a run's queries at once
+    checks: EditChecks | None = None  # grounding, docs and build checks of every proposal
     started: float | None = None  # on `clock`, when the job began (indexing included)
 
 
@@ -369,10 +372,14 @@ def _propose_group(group: Group, config: Config, deps: Deps, report: RunReport) 
         policy=PathPolicy.from_config(config.docs),
         repo_root=deps.repo_root,
         demand=demand,
+        checks=deps.checks,
     )
     if isinstance(outcome, NoChange):
         for key in keys:
             _skip(report, key, f"no change: {outcome.reason}")
+        return
+    if isinstance(outcome, Refused):
+        _refuse(report, keys, outcome.kind, outcome.reason)
         return
     if outcome.confidence < config.publish.min_confidence:
         for key in keys:
@@ -388,8 +395,7 @@ def _propose_group(group: Group, config: Config, deps: Deps, report: RunReport) 
         max_changed_chars=config.limits.max_changed_chars,
     )
     if problems:
-        for key in keys:
-            _skip(report, key, "refused: " + "; ".join(problems))
+        _refuse(report, keys, SAFETY, "; ".join(problems))
         return
     outcome = defang_proposal(
         outcome, docs_domains=deps.docs_domains, allowed_domains=config.docs.allowed_link_domains
@@ -498,6 +504,14 @@ def _note(report: RunReport, proposal: Proposal, published: Published) -> None:
         report.proposals_updated.append(published.url)
     else:
         _skip(report, proposal.thread_key, published.reason or published.action)
+
+
+def _refuse(report: RunReport, keys: Sequence[str], kind: str, reason: str) -> None:
+    """A proposal the checks refused: its conversations are skipped with the reason, and the
+    run counts the refusal by kind, so maintainers see how often the model was caught."""
+    report.refused[kind] = report.refused.get(kind, 0) + 1
+    for key in keys:
+        _skip(report, key, f"refused ({kind}): {reason}")
 
 
 def _skip(report: RunReport, thread_key: str, reason: str) -> None:

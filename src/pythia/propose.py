@@ -14,10 +14,12 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from . import prompts
+from .checks import EditChecks, Review
 from .config import Config
 from .edits import EditError, PathPolicy, apply_edits, unified_diff
+from .grounding import attribute_lines
 from .handles import member_handles
-from .models import Demand, Edit, Evidence, Hit, Message, Proposal, Thread, Verdict
+from .models import Demand, Edit, Evidence, Hit, LineNote, Message, Proposal, Thread, Verdict
 from .ports import LLM, GenerateRequest
 from .safety import clip, sanitize_for_publishing
 from .structured import generate_model, request_for
@@ -52,6 +54,15 @@ class NoChange:
     """The model decided the docs need no change, and why."""
 
     reason: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The model's edits stayed wrong after the checks' feedback: the reason, and the kind
+    of check that refused (as `checks` names them)."""
+
+    reason: str
+    kind: str
 
 
 class ProposalFailed(Exception):
@@ -144,7 +155,8 @@ def propose(
     read: Callable[[str], str | None],
     policy: PathPolicy,
     repo_root: Path | None = None,
-) -> Proposal | NoChange:
+    checks: EditChecks | None = None,
+) -> Proposal | NoChange | Refused:
     """One conversation's proposal: its own retrieval, then `propose_for`."""
     return propose_for(
         [(thread, verdict)],
@@ -154,6 +166,7 @@ def propose(
         read=read,
         policy=policy,
         repo_root=repo_root,
+        checks=checks,
     )
 
 
@@ -167,9 +180,12 @@ def propose_for(
     policy: PathPolicy,
     repo_root: Path | None = None,
     demand: Demand | None = None,
-) -> Proposal | NoChange:
+    checks: EditChecks | None = None,
+) -> Proposal | NoChange | Refused:
     """One proposal from the conversations about one docs section (oldest first): ask for
-    edits, apply them to a scratch copy, and feed failures back at most twice."""
+    edits, apply them to a scratch copy, and feed failures back at most twice. With `checks`,
+    every claim of the edits must rest on the messages they cite or on the docs, and the docs
+    must stay sound (`checks.EditChecks`)."""
     files = pick_files(hits, read=read, budget_tokens=config.limits.propose_context_tokens)
     if not files:
         return NoChange("no documentation file matched the conversation")
@@ -194,6 +210,12 @@ def propose_for(
 
     texts = {file.path: file.text for file in files}
     attempts = config.limits.max_edit_retries + 1
+
+    def review(edited: Edited) -> Review:
+        assert checks is not None
+        before = {path: texts[path] for path in edited.changed if path in texts}
+        return checks.review(before, edited.changed, evidence=_cited(edited, by_index))
+
     try:
         edited = edit_loop(
             llm,
@@ -202,14 +224,53 @@ def propose_for(
             apply=lambda current, edits: apply_edits(current, edits, allowed=policy),
             attempts=attempts,
             read=read,
+            review=review if checks is not None else None,
         )
     except ProposalFailed as failed:
         raise ProposalFailed(f"edits did not apply after {attempts} attempts: {failed}") from None
     if isinstance(edited, NoChange):
         return NoChange(edited.reason or "the model proposed no change")
+    if isinstance(edited, Refused):
+        return edited
     thread, verdict = conversations[0]
-    return _proposal(
+    proposal = _proposal(
         thread, verdict, edited, texts, hits, config, by_index=by_index, demand=demand
+    )
+    return replace(proposal, support=_support(proposal, texts, edited, by_index, checks))
+
+
+def _cited(edited: Edited, by_index: Mapping[int, Message]) -> list[str]:
+    """The texts of the messages the model cites; all it was shown when it cites none."""
+    cited = [by_index[i].text for i in dict.fromkeys(edited.reply.evidence) if i in by_index]
+    return cited or [message.text for message in by_index.values()]
+
+
+def _support(
+    proposal: Proposal,
+    before: Mapping[str, str],
+    edited: Edited,
+    by_index: Mapping[int, Message],
+    checks: EditChecks | None,
+) -> tuple[LineNote, ...]:
+    """Which of the proposal's evidence items each added line rests on."""
+    cited = [by_index[i] for i in dict.fromkeys(edited.reply.evidence) if i in by_index]
+    if not cited or not proposal.evidence:
+        return ()
+    position = {item.message_id: n for n, item in enumerate(proposal.evidence)}
+    lines = attribute_lines(
+        {path: before[path] for path in edited.changed if path in before},
+        edited.changed,
+        evidence=[message.text for message in cited],
+        docs=checks.docs_texts if checks is not None else (),
+    )
+    return tuple(
+        LineNote(
+            line.path,
+            line.line,
+            tuple(position[cited[n].id] for n in line.messages if cited[n].id in position),
+        )
+        for line in lines
+        if line.messages
     )
 
 
@@ -258,14 +319,18 @@ def edit_loop(
     apply: Callable[[Mapping[str, str], tuple[Edit, ...]], dict[str, str]],
     attempts: int,
     read: Callable[[str], str | None] | None = None,
-) -> Edited | NoChange:
+    review: Callable[[Edited], Review] | None = None,
+) -> Edited | NoChange | Refused:
     """Ask for edits and apply them to `texts`; a failure goes back to the model as feedback.
 
     `request(feedback)` builds the call ("" the first time). With `read`, a page the prompt did
     not show still counts as existing, so an empty search cannot "create" it over the real one.
-    Raises ProposalFailed with the last feedback when no attempt applied.
+    With `review`, edits that apply are checked too: what it finds goes back to the model once,
+    and what it still refuses after that is the answer. Raises ProposalFailed with the last
+    feedback when no attempt applied.
     """
     feedback = ""
+    reviewed = False
     for attempt in range(1, attempts + 1):
         reply, _ = generate_model(llm, request(feedback), ProposeReply)
         if not reply.change or not reply.edits:
@@ -284,7 +349,16 @@ def edit_loop(
         if not changed:
             feedback = "Your edits changed nothing: the replace text equals the search text."
             continue
-        return Edited(reply, edits, changed)
+        edited = Edited(reply, edits, changed)
+        found = review(edited) if review is not None else Review()
+        if found.feedback and not reviewed and attempt < attempts:
+            reviewed = True
+            feedback = found.feedback
+            log.info("the checks sent the edits back (attempt %d of %d)", attempt, attempts)
+            continue
+        if found.refusal:
+            return Refused(found.refusal, found.kind)
+        return edited
     raise ProposalFailed(feedback)
 
 

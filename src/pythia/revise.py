@@ -11,7 +11,7 @@ from .config import Config
 from .edits import PathPolicy, apply_edits, unified_diff
 from .models import Proposal
 from .ports import LLM, GenerateRequest, MalformedReply
-from .propose import DocFile, NoChange, ProposalFailed, ProposeReply, edit_loop
+from .propose import DocFile, NoChange, ProposalFailed, ProposeReply, Refused, edit_loop
 from .safety import check_proposal, sanitize_for_publishing
 from .state import LedgerEntry
 from .structured import request_for
@@ -73,6 +73,8 @@ def revise_proposal(
         return f"the revised edits did not apply: {failed}"
     if isinstance(edited, NoChange):
         return edited.reason or "the model saw nothing to change"
+    if isinstance(edited, Refused):  # revise sends no review; kept for the type
+        return edited.reason
     after = {**texts, **edited.changed}
     problems = check_proposal(
         before=dict(revision.base),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from .. import db, index, pipeline, prompts, safety
 from .. import search as hybrid
+from ..checks import EditChecks
 from ..config import ExportStream, Secrets, Stream, TelegramStream, ZulipStream
 from ..models import Hit
 from ..ports import LLM, ChatSource, Embedder, Publisher
@@ -30,6 +31,7 @@ from .options import Options
 from .workspace import UserError, Workspace
 
 if TYPE_CHECKING:
+    from ..docscheck import CommandResult
     from ..publish.dryrun import DryRunPublisher
     from ..publish.github import GitHubPublisher
 
@@ -208,6 +210,39 @@ def github_publisher(
 
 # --- a run's dependencies --------------------------------------------------------------------
 
+# Folders that hold no page a link could name, left out of the repository's file list.
+_NOT_DOCS = frozenset({".git", ".pythia", "node_modules", ".venv", "venv", "__pycache__"})
+
+
+def edit_checks(workspace: Workspace, options: Options, docs_texts: Sequence[str]) -> EditChecks:
+    """The checks every proposal passes: grounding against the docs, links against every file
+    of the repository (and the pages the docs build generates), the configured build."""
+    docs = workspace.config.docs
+    root = workspace.root.resolve()
+    paths = {
+        path.relative_to(root).as_posix()
+        for path in root.rglob("*")
+        if path.is_file() and not _NOT_DOCS & set(path.relative_to(root).parts)
+    }
+    paths |= {workspace.docs_prefix + page.lstrip("/") for page in docs.generated}
+    build = None
+    if docs.check_command:
+
+        def build(after: Mapping[str, str]) -> CommandResult:
+            from ..docscheck import run_check_command, scratch_copy
+
+            with scratch_copy(workspace.root, after) as folder:
+                return run_check_command(
+                    docs.check_command,
+                    cwd=folder,
+                    environ=options.environment,
+                    timeout=docs.check_timeout_seconds,
+                    keep_env=docs.check_env,
+                )
+
+    return EditChecks(docs_texts=docs_texts, paths=paths, read=workspace.read, build=build)
+
+
 
 def build_deps(
     workspace: Workspace,
@@ -230,6 +265,7 @@ def build_deps(
     if sources is None:
         sources = build_sources(workspace, chosen_streams(workspace, options))
     queries = QueryCache(embedder) if embedder is not None else None
+    docs_texts = workspace.docs_texts()
     return pipeline.Deps(
         sources=sources,
         llm=llm,
@@ -238,11 +274,12 @@ def build_deps(
         publisher=publisher,
         store=store,
         meter=meter,
-        docs_domains=safety.link_domains(workspace.docs_texts()),
+        docs_domains=safety.link_domains(docs_texts),
         repo_root=workspace.root,
         clock=clock,
         since=bool(options.since),
         ledger=ledger,
         warm=queries.warm if queries is not None else lambda _queries: None,
+        checks=edit_checks(workspace, options, docs_texts),
         started=started,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TypedDict
 
@@ -43,6 +43,9 @@ class Options:
     runner_temp: Path | None = None
     local_only: bool = False  # PYTHIA_LOCAL=1: keep index and state in .pythia/, never push
     in_actions: bool = False  # GITHUB_ACTIONS=true: workflow commands, masks and groups
+    # The process environment, for the one thing that passes it on: a docs check command, which
+    # gets only what `docscheck.command_environment` lets through. Never shown (it holds keys).
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_args(
@@ -76,6 +79,7 @@ class Options:
 
 
 class _Runner(TypedDict):
+    environment: Mapping[str, str]
     repository: str
     repository_id: str
     api_url: str
@@ -96,4 +100,5 @@ def _runner(env: Mapping[str, str]) -> _Runner:
         "runner_temp": Path(runner_temp) if runner_temp else None,
         "local_only": env.get("PYTHIA_LOCAL") == "1",
         "in_actions": env.get("GITHUB_ACTIONS") == "true",
+        "environment": dict(env),
     }
