@@ -158,7 +158,7 @@ def test_dry_run_writes_files_and_honours_the_ledger(tmp_path: Path) -> None:
     ledger = Ledger()
     dry = DryRunPublisher(tmp_path / "pythia-out", ledger=ledger)
     published = dry.publish(proposal())
-    assert published.action == "opened"
+    assert published.action == "previewed"  # a dry run opens nothing
     folder = tmp_path / "pythia-out" / FINGERPRINT
     assert (folder / "proposal.md").read_text().startswith("# Document HTTPS_PROXY")
     assert (folder / "change.patch").read_text() == proposal().diff

@@ -34,7 +34,7 @@ import harness
 from doubles import FunctionLLM, HashEmbedder
 from gitrepo import git
 from kestrel_model import answer
-from pythia import gemini, pipeline, prompts
+from pythia import actions, gemini, pipeline, prompts
 from pythia.config import Config, ConfigError, load_config, parse_config
 from pythia.databranch import DataBranch
 from pythia.models import RunReport
@@ -621,7 +621,6 @@ def test_a_gemini_outage_stops_the_stage_with_state_kept_and_a_warning(
     tmp_path: Path,
     serve: Callable[..., str],
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
     reference: set[str],
 ) -> None:
     env = make_env()
@@ -633,7 +632,9 @@ def test_a_gemini_outage_stops_the_stage_with_state_kept_and_a_warning(
     report = run_once(env, llm=spy, meter=meter)
     assert report.stopped_early and "Gemini" in report.stopped_early
     assert "\n" not in report.stopped_early
-    assert any(r.levelno == logging.WARNING and "stopped" in r.getMessage() for r in caplog.records)
+    assert actions.problems(report) == [
+        actions.Problem("warning", f"stopped early: {report.stopped_early}")
+    ]
     assert len(sleeps) == gemini.RetryPolicy().attempts - 1  # one call, retried, then given up
     state, _ = saved_state(env)
     assert state.last_read_at is not None  # the run's state was saved ...
@@ -646,11 +647,10 @@ def test_a_gemini_outage_stops_the_stage_with_state_kept_and_a_warning(
     assert_exactly_once(env, reference, judged_messages(spy))
 
 
-def test_a_github_outage_stops_publishing_with_state_kept_and_a_warning(
+def test_a_github_outage_stops_publishing_with_state_kept_and_fails_the_job(
     make_env: Callable[..., Env],
     tmp_path: Path,
     serve: Callable[..., str],
-    caplog: pytest.LogCaptureFixture,
     reference: set[str],
 ) -> None:
     env = make_env()
@@ -659,7 +659,10 @@ def test_a_github_outage_stops_publishing_with_state_kept_and_a_warning(
     report = run_once(env, llm=llm)
     assert report.proposals_opened == [] and report.failed == []  # an outage is no failure
     assert report.stopped_early and report.stopped_early.startswith("GitHub is not answering")
-    assert any(r.levelno == logging.WARNING and "stopped" in r.getMessage() for r in caplog.records)
+    # Not one proposal got through: an error annotation, and the job fails.
+    assert actions.problems(report) == [
+        actions.Problem("error", f"1 proposal could not be published: {report.stopped_early}")
+    ]
     assert llm.calls("propose") == 1  # nothing more was tried against a dead GitHub
     state, _ = saved_state(env)
     assert state.last_read_at is not None and (state.watermark or 0) < LAST_ID
@@ -670,7 +673,7 @@ def test_a_github_outage_stops_publishing_with_state_kept_and_a_warning(
 
 
 def test_a_repo_that_forbids_bot_prs_parks_the_proposal_and_fails_loudly(
-    make_env: Callable[..., Env], caplog: pytest.LogCaptureFixture, reference: set[str]
+    make_env: Callable[..., Env], reference: set[str]
 ) -> None:
     env = make_env()
     env.github.forbid_pulls = True
@@ -683,7 +686,7 @@ def test_a_repo_that_forbids_bot_prs_parks_the_proposal_and_fails_loudly(
         report.fatal and "Allow GitHub Actions to create and approve pull requests" in report.fatal
     )
     assert report.failed == []
-    assert any(r.levelno == logging.ERROR for r in caplog.records)
+    assert actions.problems(report) == [actions.Problem("error", report.fatal)]
     _, ledger = saved_state(env)
     parked = [e for e in ledger.proposals.values() if e.status == "waiting" and e.parked]
     assert len(parked) == 1  # the proposal is kept, not given up
@@ -691,6 +694,24 @@ def test_a_repo_that_forbids_bot_prs_parks_the_proposal_and_fails_loudly(
     env.github.fail = lambda method, path: None  # the maintainer fixed the setting
     run_once(env, llm=llm)
     assert_exactly_once(env, reference, judged_messages(llm))
+
+
+def test_a_repository_github_does_not_know_fails_the_job_naming_it(
+    make_env: Callable[..., Env],
+) -> None:
+    env = make_env()
+    env.github.fail = lambda method, path: 404  # a wrong GITHUB_REPOSITORY, or no access
+    env.github.error = lambda status: _not_found()  # type: ignore[method-assign]
+    report = run_once(env, llm=FunctionLLM(answer))
+    assert report.proposals_opened == [] and report.fatal is None
+    assert report.publish_attempts == PROPOSALS == len(report.publish_failed)
+    problems = actions.problems(report)
+    # One error for the one cause, not one per proposal; it names the repository.
+    assert [p.level for p in problems] == ["error"]
+    assert problems[0].message.startswith(
+        f"{PROPOSALS} proposals could not be published: GitHub answered 404 for {REPOSITORY}: "
+        f"Not Found (is GITHUB_REPOSITORY '{REPOSITORY}' the owner/name"
+    )
 
 
 # ---------------------------------------------------------------- Zulip
@@ -803,7 +824,7 @@ def test_zulip_5xx_at_20_percent_are_retried(tmp_path: Path) -> None:
 
 
 def test_a_long_zulip_outage_stops_the_stream_keeping_what_was_read(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path
 ) -> None:
     calls = itertools.count(1)
     client = FlakyZulip(30, lambda method, path: 429 if next(calls) > 2 else None)
@@ -812,9 +833,9 @@ def test_a_long_zulip_outage_stops_the_stream_keeping_what_was_read(
     stream = report.streams[0]
     assert stream.error and "429" in stream.error and "\n" not in stream.error
     assert stream.messages_read == 10  # the two pages read before the outage
-    assert any(
-        r.levelno == logging.WARNING and "zulip-help" in r.getMessage() for r in caplog.records
-    )
+    assert actions.problems(report) == [
+        actions.Problem("warning", f"stream zulip-help: {stream.error}")
+    ]
     assert state.watermark is not None and state.watermark <= 109  # nothing unread passed
 
 

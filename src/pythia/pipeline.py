@@ -109,7 +109,7 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
             classification = None
     if classification is not None and classification.stopped:
         report.stopped_early = classification.stopped
-        log.warning("classification stopped: %s", classification.stopped)
+        log.info("classification stopped: %s", classification.stopped)
     if classification is not None:
         report.prefiltered = len(classification.dropped)
         for key in classification.dropped:
@@ -134,14 +134,20 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
                     # A setting to fix, not the thread's fault: its proposal is parked.
                     _record((stream, thread), "proposal parked: publishing is blocked")
                     report.fatal = one_line(error)
-                    log.error("%s", report.fatal)
+                    log.info("publishing blocked: %s", report.fatal)
                     break
                 except (BudgetExhausted, LLMUnavailable, PublisherUnavailable) as error:
                     # An outage is not the thread's fault: no failure counted, tried next run.
+                    if isinstance(error, PublisherUnavailable):
+                        _publish_failed(report, thread.key, error)
                     report.stopped_early = one_line(error)
-                    log.warning("proposals stopped: %s", report.stopped_early)
+                    log.info("proposals stopped: %s", report.stopped_early)
                     break
-                except (ProposalFailed, MalformedReply, PublishError) as error:
+                except PublishError as error:
+                    _publish_failed(report, thread.key, error)
+                    _fail((stream, thread), str(error), config, report)
+                    continue
+                except (ProposalFailed, MalformedReply) as error:
                     _fail((stream, thread), str(error), config, report)
                     continue
                 _record((stream, thread), "proposal handled")
@@ -166,8 +172,8 @@ def ingest(
         # --since reprocesses from where the source's (overridden) `start` says.
         batch = read_stream(source, None if since else state.watermark)
     except Exception as error:  # one broken stream must not stop the others
-        report.error = one_line(error)
-        log.warning("stream %s: %s", source.stream, report.error)
+        report.error = one_line(error)  # the run's report annotates it as a warning
+        log.info("stream %s: %s", source.stream, report.error)
         # The stored state stays exactly as it was: no reset, no move.
         return Ingested(state=state, report=report, after=None, fetched=[], settled=[])
     finally:
@@ -177,7 +183,7 @@ def ingest(
         state.done_ids = []
     if batch.interrupted:
         report.error = batch.interrupted
-        log.warning("stream %s: %s", source.stream, batch.interrupted)
+        log.info("stream %s: %s", source.stream, batch.interrupted)
     done = set(state.done_ids)
     grouped, settled = threading_.ready_threads(
         batch.messages, done=done, now=now, settings=config.threads
@@ -227,22 +233,26 @@ def _propose_and_publish(
     outcome = defang_proposal(
         outcome, docs_domains=deps.docs_domains, allowed_domains=config.docs.allowed_link_domains
     )
+    report.publish_attempts += 1
     _note(report, outcome, deps.publisher.publish(outcome))
 
 
 def _publish_parked(deps: Deps, report: RunReport) -> None:
     """Proposals that waited under the PR limits go first: they were judged already."""
     for proposal in deps.parked():
+        report.publish_attempts += 1
         try:
             published = deps.publisher.publish(proposal)
         except PublishingBlocked as error:
             report.fatal = one_line(error)
-            log.error("%s", report.fatal)
+            log.info("publishing blocked: %s", report.fatal)
             return
         except PublisherUnavailable as error:
+            _publish_failed(report, proposal.thread_key, error)
             report.stopped_early = one_line(error)
             return
         except PublishError as error:
+            _publish_failed(report, proposal.thread_key, error)
             report.failed.append((proposal.thread_key, sanitize_for_publishing(str(error))))
             continue
         _note(report, proposal, published)
@@ -255,10 +265,17 @@ def _note(report: RunReport, proposal: Proposal, published: Published) -> None:
     )
     if published.action == "opened":
         report.proposals_opened.append(published.url)
+    elif published.action == "previewed":
+        report.proposals_previewed.append(published.url)
     elif published.action == "updated":
         report.proposals_updated.append(published.url)
     else:
         _skip(report, proposal.thread_key, published.reason or published.action)
+
+
+def _publish_failed(report: RunReport, thread_key: str, error: PublishError) -> None:
+    """Remember why a proposal did not get through, by cause, for the run's annotations."""
+    report.publish_failed.append((thread_key, sanitize_for_publishing(one_line(error.cause))))
 
 
 def _skip(report: RunReport, thread_key: str, reason: str) -> None:

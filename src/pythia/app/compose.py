@@ -6,6 +6,7 @@ for the ports they replace (an LLM, an embedder, a publisher, sources) and get t
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from pathlib import Path
 from .. import db, gemini, index, pipeline, prompts, safety
 from .. import search as hybrid
 from ..config import ExportStream, Secrets, Stream, TelegramStream, ZulipStream
+from ..embedcache import CachedEmbedder
 from ..models import Hit
 from ..ports import LLM, ChatSource, Embedder, Publisher
 from ..propose import Searcher
@@ -30,6 +32,9 @@ from ..usage import UsageMeter
 from .options import Options
 from .workspace import UserError, Workspace
 
+# GitHub's owner/name: letters, digits and hyphens, then letters, digits, '.', '-', '_'.
+REPOSITORY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?/[A-Za-z0-9._-]+")
+
 
 def models(workspace: Workspace, meter: UsageMeter) -> tuple[LLM, Embedder]:
     """Gemini's LLM and embedder, sharing one client, meter and rate limiter (needs the key)."""
@@ -42,6 +47,13 @@ def optional_embedder(workspace: Workspace) -> Embedder | None:
     if workspace.secrets.gemini_api_key is None:
         return None
     return models(workspace, UsageMeter.from_config(workspace.config))[1]
+
+
+def embedding_cache(embedder: Embedder | None, options: Options) -> CachedEmbedder | None:
+    """The embedder behind the docs-embedding cache file, when the options name one."""
+    if embedder is None or options.embedding_cache is None:
+        return None
+    return CachedEmbedder(embedder, options.embedding_cache)
 
 
 # --- the docs index --------------------------------------------------------------------------
@@ -109,12 +121,12 @@ def chosen_streams(workspace: Workspace, options: Options) -> list[Stream]:
     config = workspace.config
     chosen = [config.stream(options.stream)] if options.stream else list(config.streams)
     if options.since:
-        start = _since(options.since)
+        start = _since(options.since, options)
         chosen = [stream.model_copy(update={"start": start}) for stream in chosen]
     return [_resolved(workspace, stream) for stream in chosen]
 
 
-def _since(value: str) -> int | date:
+def _since(value: str, options: Options) -> int | date:
     try:
         return int(value)
     except ValueError:
@@ -123,7 +135,7 @@ def _since(value: str) -> int | date:
         return date.fromisoformat(value)
     except ValueError:
         raise UserError(
-            f"--since '{value}' is neither a message id nor a YYYY-MM-DD date"
+            f"{options.setting('since')} '{value}' is neither a message id nor a YYYY-MM-DD date"
         ) from None
 
 
@@ -164,8 +176,15 @@ def github_publisher(
     token = workspace.secrets.github_token
     if token is None or not options.repository:
         raise UserError(
-            "publishing needs GITHUB_TOKEN and GITHUB_REPOSITORY (set by GitHub Actions); "
-            "use --dry-run to write proposals to a folder instead"
+            "publishing needs GITHUB_TOKEN and GITHUB_REPOSITORY (set by GitHub Actions; under "
+            f"act, pass -s GITHUB_TOKEN=...); set {options.setting('dry-run')} to write "
+            "proposals to a folder instead"
+        )
+    if not REPOSITORY.fullmatch(options.repository):
+        # act derives it from the origin remote, which for a local clone is a path.
+        raise UserError(
+            f"GITHUB_REPOSITORY is '{options.repository}', not owner/name; set it to the "
+            "repository to publish to (under act: --env GITHUB_REPOSITORY=owner/name)"
         )
     pauses = {} if throttle else {"seconds_between_requests": None, "seconds_between_writes": None}
     return GitHubPublisher(

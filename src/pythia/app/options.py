@@ -34,6 +34,8 @@ class Options:
     docs: Path | None = None
     query: str = ""
     k: int = 5
+    embedding_cache: Path | None = None  # docs embeddings kept across runs (embedcache.py)
+    via_action: bool = False  # `pythia action`: the user set inputs, not flags
     # From the runner (GitHub Actions sets these; locally they are usually empty).
     repository: str = ""
     repository_id: str = ""
@@ -42,6 +44,11 @@ class Options:
     runner_temp: Path | None = None
     local_only: bool = False  # PYTHIA_LOCAL=1: keep index and state in .pythia/, never push
     in_actions: bool = False  # GITHUB_ACTIONS=true: workflow commands, masks and groups
+
+    def setting(self, name: str) -> str:
+        """How the user sets `name` where they are: the `dry-run` input in a workflow, the
+        `--dry-run` flag on the command line (error messages name the one they can change)."""
+        return f"the `{name}` input" if self.via_action else f"`--{name}`"
 
     @classmethod
     def from_args(
@@ -70,6 +77,8 @@ class Options:
             out=out_root / "pythia-out",
             since=args.since or None,
             stream=args.stream or None,
+            embedding_cache=args.embedding_cache,
+            via_action=True,
             **runner,
         )
 

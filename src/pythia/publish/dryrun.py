@@ -57,4 +57,4 @@ class DryRunPublisher:
         body = render_pr_body(proposal, templates=self.templates, quotes=self.evidence_quotes)
         (folder / "proposal.md").write_text(f"# {proposal.title}\n\n{body}", encoding="utf-8")
         (folder / "change.patch").write_text(proposal.diff, encoding="utf-8")
-        return Published(action="opened", url=folder.resolve().as_uri(), reason="dry run")
+        return Published(action="previewed", url=folder.resolve().as_uri(), reason="dry run")
