@@ -14,6 +14,8 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from .. import db, gemini, index, pipeline, prompts, safety
 from .. import search as hybrid
 from ..config import ExportStream, Secrets, Stream, TelegramStream, ZulipStream
@@ -173,6 +175,24 @@ def github_publisher(
 ) -> GitHubPublisher:
     """The real publisher; needs GITHUB_TOKEN and GITHUB_REPOSITORY (GitHub Actions sets both).
     `throttle=False` drops PyGithub's pauses between calls (for tests against a local fake)."""
+    token = check_publishing(workspace, options)
+    pauses = {} if throttle else {"seconds_between_requests": None, "seconds_between_writes": None}
+    return GitHubPublisher(
+        repo_path=workspace.root,
+        repository=options.repository,
+        github=github_client(
+            token.get_secret_value(), base_url=options.api_url or None, **pauses
+        ),
+        ledger=ledger,
+        config=workspace.config.publish,
+        token=token.get_secret_value(),
+        templates=prompts.environment(workspace.root),
+    )
+
+
+def check_publishing(workspace: Workspace, options: Options) -> SecretStr:
+    """The token, once the token and the repository to publish to are known to be usable;
+    a run checks this before it does anything else."""
     token = workspace.secrets.github_token
     if token is None or not options.repository:
         raise UserError(
@@ -186,18 +206,7 @@ def github_publisher(
             f"GITHUB_REPOSITORY is '{options.repository}', not owner/name; set it to the "
             "repository to publish to (under act: --env GITHUB_REPOSITORY=owner/name)"
         )
-    pauses = {} if throttle else {"seconds_between_requests": None, "seconds_between_writes": None}
-    return GitHubPublisher(
-        repo_path=workspace.root,
-        repository=options.repository,
-        github=github_client(
-            token.get_secret_value(), base_url=options.api_url or None, **pauses
-        ),
-        ledger=ledger,
-        config=workspace.config.publish,
-        token=token.get_secret_value(),
-        templates=prompts.environment(workspace.root),
-    )
+    return token
 
 
 # --- a run's dependencies --------------------------------------------------------------------

@@ -59,6 +59,8 @@ def run(workspace: Workspace, options: Options, *, started: float | None = None)
     config = workspace.config
     if not compose.chosen_streams(workspace, options):
         return index_only(workspace, options, started=started).report
+    if not options.dry_run:
+        compose.check_publishing(workspace, options)  # before anything is paid for or pushed
     meter = UsageMeter.from_config(config)
     llm, embedder = compose.models(workspace, meter)
     cache = compose.embedding_cache(embedder, options)
