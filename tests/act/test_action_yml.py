@@ -168,22 +168,38 @@ def test_outputs_are_the_ones_pythia_writes(tmp_path: Path) -> None:
     assert sorted(written) == sorted(ACTION["outputs"])
 
 
-def readme_inputs_table() -> dict[str, str] | None:
-    """input -> default, from the table under README's "## Action inputs", if it is there."""
+def readme_table(heading: str, first_column: str) -> dict[str, list[str]] | None:
+    """name -> the other cells, from the table under README's `heading` whose first column is
+    `first_column`, if it is there."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = re.search(r"^## Action inputs\n(.*?)(?=^## )", readme, re.MULTILINE | re.DOTALL)
+    section = re.search(rf"^{heading}\n(.*?)(?=^## )", readme, re.MULTILINE | re.DOTALL)
     if section is None:
         return None
-    rows = re.findall(r"^\| `([\w-]+)` \|([^|]*)\|", section.group(1), re.MULTILINE)
-    return {name: default.strip().strip("`") for name, default in rows}
+    table = re.search(rf"^\| {first_column} \|.*?(?=\n\n)", section.group(1), re.M | re.S)
+    if table is None:
+        return None
+    rows = re.findall(r"^\| `([\w-]+)` \|(.*)\|$", table.group(0), re.MULTILINE)
+    return {name: [cell.strip() for cell in rest.split(" | ")] for name, rest in rows}
 
 
 def test_every_input_is_in_the_readme_table_with_its_default() -> None:
-    table = readme_inputs_table()
+    table = readme_table("## Action inputs", "input")
     assert table is not None, "README.md has no '## Action inputs' table (was it renamed?)"
     assert sorted(table) == sorted(INPUTS)
     for name, spec in INPUTS.items():
-        assert table[name] == str(spec.get("default", "")), name
+        default, description = table[name][0].strip("`"), table[name][-1]
+        assert default == str(spec.get("default", "")), name
+        # The declaration and the docs agree: "required" in the docs only if declared so.
+        assert ("required" in description.lower()) == bool(spec.get("required")), name
+
+
+def test_every_output_is_in_the_readme_table() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = re.search(r"^\| output \|.*?(?=\n\n)", readme, re.MULTILINE | re.DOTALL)
+    assert table is not None, "README.md has no outputs table (| output | what it is |)"
+    first_cells = re.findall(r"^\| ([^|]+) \|", table.group(0), re.MULTILINE)[1:]
+    documented = {name.strip(" `") for cell in first_cells for name in cell.split(",")}
+    assert documented == set(ACTION["outputs"])
 
 
 def workflow_events(path: Path, *, text: str | None = None) -> set[str]:
