@@ -106,7 +106,8 @@ def uses(prefix: str) -> str:
 
 def warm_cache(tmp_path: Path) -> Path:
     """A stand-in cache holding Pythia's environment under the key the action will compute:
-    the action's own script computes it, as under act (Linux, this machine's arch)."""
+    the action's own script computes it, as under act (Linux, this machine's arch, the tool
+    cache in act's folder)."""
     cache = tmp_path / "actions-cache"
     output = tmp_path / "find-environment-output"
     arch = {"x86_64": "X64", "amd64": "X64", "aarch64": "ARM64", "arm64": "ARM64"}
@@ -117,7 +118,8 @@ def warm_cache(tmp_path: Path) -> Path:
             [sys.executable, "-c", "import platform; print(platform.python_version())"],
             check=True, capture_output=True, text=True,
         ).stdout.strip(),
-        "RUNNER_TEMP": str(tmp_path),
+        "RUNNER_TEMP": str(tmp_path / "act/tmp"),
+        "RUNNER_TOOL_CACHE": str(tmp_path / "act/tool_cache"),  # act's, under Act.act_cache
         "RUNNER_OS": "Linux",
         "RUNNER_ARCH": arch.get(os.uname().machine.lower(), os.uname().machine),
         "GITHUB_OUTPUT": str(output),
@@ -156,10 +158,11 @@ class ActRun:
         return str(summaries[0])
 
     def seconds_until(self, text: str) -> float:
-        """From the job's first log line to the first that contains `text`."""
-        times = [(e["time"], e.get("msg", "")) for e in self.events if "time" in e]
+        """From the job's first log line to the first that contains `text` (act stamps its
+        lines to the second)."""
+        times = [(e["time"], e.get("raw", e.get("msg", ""))) for e in self.events if "time" in e]
         start = datetime.fromisoformat(times[0][0])
-        at = next(datetime.fromisoformat(t) for t, msg in times if text in msg)
+        at = next(datetime.fromisoformat(t) for t, line in times if text in line)
         return (at - start).total_seconds()
 
 
@@ -173,6 +176,7 @@ class Act:
     cache: Path
     env: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=lambda: {"GEMINI_API_KEY": KEY})
+    act_cache: Path | None = None  # act's folder; the runner's tool cache lies under it
 
     def __call__(
         self, event: str, *, inputs: dict[str, str] | None = None,
@@ -189,7 +193,7 @@ class Act:
             "--local-repository",
             f"{uses('actions/upload-artifact')}={STAND_INS / 'upload-artifact'}",
             "--action-offline-mode", "--pull=false", "--no-cache-server",
-            "--action-cache-path", str(self.tmp_path / "act"),
+            "--action-cache-path", str(self.act_cache or self.tmp_path / "act"),
             "--env", f"PYTHIA_TEST_PYTHON={sys.executable}",
             "--env", f"PYTHIA_TEST_CACHE={self.cache}",
             "--env", f"PYTHIA_TEST_ARTIFACTS={self.tmp_path / 'artifacts'}",
