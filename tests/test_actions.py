@@ -124,3 +124,108 @@ def test_logged_secrets_are_replaced_and_warnings_annotated() -> None:
     finally:
         logger.removeHandler(handler)
     assert stream.getvalue() == "::warning::calling with key ***\n"
+
+
+# ---------------------------------------------------------------- annotations and exit code
+
+
+def publishing(attempts: int, failed: list[tuple[str, str]], **fields: object) -> RunReport:
+    report = RunReport(streams=[StreamReport("tg", 5)], **fields)  # type: ignore[arg-type]
+    report.publish_attempts, report.publish_failed = attempts, failed
+    return report
+
+
+def test_publishing_that_failed_for_every_proposal_is_one_error_per_cause() -> None:
+    not_found = "GitHub answered 404 for o/r: Not Found"
+    report = publishing(3, [("tg:1", not_found), ("tg:2", not_found), ("tg:3", "git push failed")])
+    assert actions.problems(report) == [
+        actions.Problem("error", f"2 proposals could not be published: {not_found}"),
+        actions.Problem("error", "1 proposal could not be published: git push failed"),
+    ]
+    assert "### Could not publish" in actions.render_summary(report)
+
+
+def test_publishing_that_failed_for_some_proposals_is_a_warning() -> None:
+    report = publishing(
+        2, [("tg:1", "git push failed")], proposals_opened=["https://github.com/o/r/pull/7"]
+    )
+    assert actions.problems(report) == [
+        actions.Problem("warning", "1 proposal could not be published: git push failed")
+    ]
+
+
+def test_fatal_errors_unread_streams_and_partial_failures() -> None:
+    assert actions.problems(RunReport(fatal="fix the setting")) == [
+        actions.Problem("error", "fix the setting")
+    ]
+    unread = RunReport(streams=[StreamReport("tg", error="HTTP 500")])
+    assert [p.level for p in actions.problems(unread)] == ["error", "error"]
+    partial = sample_report()  # zulip broke, tg was read; one thread failed
+    assert actions.problems(partial) == [
+        actions.Problem("warning", "stream zulip: HTTP 500"),
+        actions.Problem(
+            "warning",
+            "1 conversation failed and will be retried next run (the job summary's Failed "
+            "table says why)",
+        ),
+    ]
+    assert actions.problems(RunReport()) == []
+
+
+def test_annotations_are_workflow_commands_in_actions_and_lines_elsewhere() -> None:
+    found = [actions.Problem("error", "a\nb"), actions.Problem("warning", "c")]
+    out = io.StringIO()
+    actions.annotate(found, actions=True, out=out)
+    assert out.getvalue() == "::error::a%0Ab\n::warning::c\n"
+    out = io.StringIO()
+    actions.annotate(found, actions=False, out=out)
+    assert out.getvalue() == "error: a\nb\nwarning: c\n"
+
+
+def test_a_fatal_error_in_a_workflow_is_an_annotation_and_a_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    out = io.StringIO()
+    actions.fail(["GITHUB_REPOSITORY is 'x', not owner/name"], out=out)
+    assert out.getvalue() == "::error::GITHUB_REPOSITORY is 'x', not owner/name\n"
+    assert summary.read_text() == (
+        "## Pythia\n\n> [!CAUTION]\n> GITHUB_REPOSITORY is 'x', not owner/name\n"
+    )
+
+
+def test_a_dry_run_says_would_open_and_counts_previews_not_opened_prs(tmp_path: Path) -> None:
+    report = RunReport(
+        dry_run=True,
+        proposals_previewed=["file:///tmp/pythia-out/abc"],
+        proposal_lines={"file:///tmp/pythia-out/abc": "[update] Cache moved (docs/cache.md)"},
+    )
+    text = actions.render_summary(report)
+    assert "| would open | [update] Cache moved (docs/cache.md) | file:///tmp/pythia-out/abc |" in (
+        text
+    )
+    assert "| opened |" not in text
+    values = actions.outputs(report, tmp_path / "report.json")
+    assert values["proposals-opened"] == "0" and values["proposals-previewed"] == "1"
+    assert values["outcome"].startswith("read 0 messages, classified 0 threads, would open 1,")
+
+
+def test_every_stage_is_timed_and_totalled() -> None:
+    report = RunReport(stage_seconds={"start": 1.0, "index": 900.0, "ingest": 0.5})
+    text = actions.render_summary(report)
+    assert "| index | 900.0 |" in text
+    assert "| total | 901.5 |" in text
+
+
+def test_every_mode_sets_every_output(tmp_path: Path) -> None:
+    for report in (
+        RunReport(mode="index", outcome="9 files changed", embeddings_computed=46),
+        RunReport(mode="command", outcome="/pythia explain: done"),
+        RunReport(mode="feedback", outcome="recorded proposal 1234abcd as merged"),
+    ):
+        values = actions.outputs(report, tmp_path / "report.json")
+        assert all(values.values()), values  # no empty strings
+        assert values["mode"] == report.mode and values["outcome"] == report.outcome
+        assert values["proposals-opened"] == "0"

@@ -24,18 +24,27 @@ import json
 import logging
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
+import harness
 from cassettes.record_sample import sample_repo
+from pythia import CONFIG_REFERENCE
+from pythia.app import compose
 from pythia.app.cli import main
-from pythia.state import LedgerEntry, StateStore, StreamState
+from pythia.app.options import Options
+from pythia.app.workspace import UserError
+from pythia.config import Secrets, load_config
+from pythia.state import Ledger, LedgerEntry, StateStore, StreamState
 
 SAMPLE = "test_dry_run_writes_the_three_sample_proposals.yaml"
 # The sample's three proposals: (file, a line the patch adds).
@@ -45,11 +54,11 @@ EXPECTED_PROPOSALS = {
     ("docs/cache.md", "+Since Kestrel 3.0 the local cache lives in `~/.cache/kestrel` (or"),
 }
 PROPOSED_LINE = re.compile(
-    r"proposed: \[(?P<category>[\w-]+), confidence 0\.85\] .+ \((?P<path>docs/[\w.-]+)\) "
+    r"would open: \[(?P<category>[\w-]+), confidence 0\.85\] .+ \((?P<path>docs/[\w.-]+)\) "
     r"-> (?P<where>file://\S+)"
 )
 SUMMARY_LINE = (
-    "read 39 messages, classified 13 threads, opened 3, updated 0, skipped 1, failed 0"
+    "read 39 messages, classified 13 threads, would open 3, updated 0, skipped 1, failed 0"
 )
 INDEX_KEYS = {
     "files_changed", "chunks_total", "chunks_embedded", "chunks_reused", "chunks_deleted",
@@ -174,12 +183,12 @@ def test_run_json_prints_the_report_and_writes_it_for_the_action(
     assert report["threads_classified"] == 13
     assert report["classified"] == {"no-doc-value": 8, "question": 1, "troubleshooting": 3,
                                     "update": 1}
-    assert len(report["proposals_opened"]) == 3
+    assert report["proposals_opened"] == [] and len(report["proposals_previewed"]) == 3
     assert set(report["usage"]) == {"classify", "propose", "embed"}
     assert report["usage"]["classify"]["calls"] == 1
     assert report["usage"]["propose"]["calls"] == 4  # the Windows thread: "no change"
     saved = json.loads((tmp_path / "runner-temp/pythia-report.json").read_text())
-    assert saved["proposals_opened"] == report["proposals_opened"]
+    assert saved["proposals_previewed"] == report["proposals_previewed"]
 
 
 @pytest.mark.vcr(SAMPLE)
@@ -200,10 +209,17 @@ def test_the_job_summary_and_outputs_go_where_github_points(
     assert "| kestrel-users | 39 | 14 | 14 | – → 42 |  |" in text
     assert "| troubleshooting | 3 |" in text and "| update | 1 |" in text
     assert "| dropped by the prefilter | 1 |" in text
-    assert len(re.findall(r"^\| opened \| .+ \| file://", text, re.MULTILINE)) == 3
+    # a dry run opens nothing: it says what it would open
+    assert len(re.findall(r"^\| would open \| .+ \| file://", text, re.MULTILINE)) == 3
+    assert "| opened |" not in text
     # Tokens as Gemini's usageMetadata reported them in the recording.
     assert re.search(r"^\| classify \| 1 \| 3837 \| 892 \| 0 \| \$\d+\.\d{4} \|$", text, re.M)
     assert re.search(r"^\| propose \| 4 \| 8901 \| 520 \| 0 \| ", text, re.M)
+    # Every stage is timed, the index first (it can be most of a run), and totalled.
+    stages = re.findall(r"^\| ([a-z ]+) \| \d+\.\d \|$", text.split("### Time")[1], re.M)
+    assert stages == [
+        "start", "index", "prepare", "ingest", "classify", "retrieve", "propose", "save", "total"
+    ]
     assert "### Skipped" in text and "### Failed" not in text
     assert "corporate" not in text.lower()  # chat text never lands in the summary
     # a dry run shows the proposed diffs themselves, folded
@@ -211,12 +227,15 @@ def test_the_job_summary_and_outputs_go_where_github_points(
     assert "+Since 2.3 Kestrel honours `HTTPS_PROXY`" in text
 
     values = read_outputs(outputs)
-    assert values["proposals-opened"] == "3"
+    assert values["mode"] == "run"
+    assert values["proposals-opened"] == "0"
+    assert values["proposals-previewed"] == "3"
     assert values["proposals-updated"] == "0"
     assert values["messages-read"] == "39"
     assert values["threads-classified"] == "13"
     report = json.loads(Path(values["report"]).read_text(encoding="utf-8"))
-    assert report["dry_run"] is True and len(report["proposals_opened"]) == 3
+    assert report["dry_run"] is True and len(report["proposals_previewed"]) == 3
+    assert values["outcome"] == SUMMARY_LINE
 
 
 def test_run_without_a_key_fails_with_one_line(
@@ -241,9 +260,10 @@ def test_the_action_entry_runs_a_dispatch_as_a_dry_run_and_masks_the_key(
     monkeypatch.setenv("GITHUB_EVENT_NAME", "workflow_dispatch")
     monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
 
+    cache = tmp_path / "runner-temp/pythia-cache/embeddings.sqlite"
     code, stdout, stderr = pythia(
         capsys, "action", "--repo", repo, "--mode", "auto", "--dry-run", "true",
-        "--since", "", "--stream", "",
+        "--since", "", "--stream", "", "--embedding-cache", cache,
     )
 
     assert code == 0
@@ -252,8 +272,29 @@ def test_the_action_entry_runs_a_dispatch_as_a_dry_run_and_masks_the_key(
     assert key not in stdout.replace(f"::add-mask::{key}", "") + stderr
     assert "::group::Read, classify, propose" in stdout
     assert stdout.splitlines()[-1] == SUMMARY_LINE
-    assert read_outputs(outputs)["proposals-opened"] == "3"
+    assert read_outputs(outputs)["proposals-previewed"] == "3"
     assert len(list((tmp_path / "runner-temp/pythia-out").iterdir())) == 3
+    # The dry run keeps no index, but what it paid to embed stays in the cache file.
+    assert read_outputs(outputs)["embeddings-computed"] == "46"
+    assert sqlite3.connect(cache).execute("select count(*) from vectors").fetchone() == (46,)
+
+
+def test_the_action_in_index_mode_sets_every_output(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outputs = tmp_path / "output.txt"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_EVENT_NAME", "push")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    code, _, _ = pythia(capsys, "action", "--repo", repo, "--mode", "auto", "--embedding-cache", "")
+    assert code == 0
+    values = read_outputs(outputs)
+    assert values["mode"] == "index"
+    assert values["outcome"] == "9 files changed, 46 chunks (0 embedded, 0 reused, 0 deleted)"
+    assert values["proposals-opened"] == values["embeddings-computed"] == "0"
+    report = json.loads(Path(values["report"]).read_text(encoding="utf-8"))
+    assert report["mode"] == "index" and set(report["stage_seconds"]) == {"start", "index"}
 
 
 def test_the_action_entry_refuses_an_event_it_has_no_mode_for(
@@ -267,6 +308,48 @@ def test_the_action_entry_refuses_an_event_it_has_no_mode_for(
         "workflow_dispatch, push, issue_comment, pull_request, pull_request_target); set the "
         "action's `mode` input"
     ]
+
+
+def test_in_a_workflow_an_error_names_the_input_and_is_annotated_and_summarised(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], secrets_env: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    summary = tmp_path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_EVENT_NAME", "workflow_dispatch")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    code, stdout, stderr = pythia(
+        capsys, "action", "--repo", repo, "--dry-run", "true", "--since", "last week"
+    )
+    assert code == 1
+    message = "the `since` input 'last week' is neither a message id nor a YYYY-MM-DD date"
+    assert f"::error::{message}" in stdout.splitlines()
+    assert summary.read_text(encoding="utf-8") == f"## Pythia\n\n> [!CAUTION]\n> {message}\n"
+    # The same mistake on the command line names the flag, on one line.
+    monkeypatch.delenv("GITHUB_ACTIONS")
+    code, _, stderr = pythia(
+        capsys, "run", "--dry-run", "--repo", repo, "--since", "last week"
+    )
+    assert (code, stderr) == (1, f"error: {message.replace('the `since` input', '`--since`')}\n")
+
+
+def test_publishing_refuses_a_repository_that_is_not_owner_slash_name(repo: Path) -> None:
+    space = harness.workspace(repo, load_config(repo / ".github/pythia.yml"))
+    space = replace(space, secrets=Secrets(github_token=SecretStr("test-github-token")))
+    for bad in ("/tmp/act/origin", "tmp/act/origin", "origin", ""):
+        options = Options(command="run", repository=bad, via_action=True)
+        with pytest.raises(UserError, match="GITHUB_REPOSITORY"):
+            compose.github_publisher(space, options, Ledger())
+    with pytest.raises(UserError, match="set the `dry-run` input to write proposals"):
+        compose.github_publisher(space, Options(command="run", via_action=True), Ledger())
+    options = Options(command="run", repository="/tmp/act/origin")
+    with pytest.raises(UserError) as error:
+        compose.github_publisher(space, options, Ledger())
+    assert str(error.value) == (
+        "GITHUB_REPOSITORY is '/tmp/act/origin', not owner/name; set it to the repository to "
+        "publish to (under act: --env GITHUB_REPOSITORY=owner/name)"
+    )
+    assert compose.REPOSITORY.fullmatch("kestrel-dev/docs.github.io")
 
 
 # ---------------------------------------------------------------- validate
@@ -293,7 +376,7 @@ def test_validate_prints_one_line_per_problem(
     code, stdout, _ = pythia(capsys, "validate", "--repo", repo, "--config", broken)
     assert code == 1
     assert stdout.splitlines() == [
-        "docs.rooot: is not a known key; check its spelling against config/pythia.example.yml",
+        "docs.rooot: is not a known key; check its spelling against " + CONFIG_REFERENCE,
         "streams[1].kind: 'slack' is not one of telegram, zulip, export",
         "models.embedding_dimensions: Input should be greater than or equal to 8",
     ]
@@ -302,7 +385,7 @@ def test_validate_prints_one_line_per_problem(
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (None, "{config}: no such file; copy config/pythia.example.yml there to start"),
+        (None, "{config}: no such file; start from the reference, " + CONFIG_REFERENCE),
         ("docs: [\n", "{config}: not valid YAML at line 2; check indentation and quoting"),
     ],
 )

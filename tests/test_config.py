@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pythia import CONFIG_REFERENCE
 from pythia.config import (
     Config,
     ConfigError,
@@ -47,7 +48,7 @@ def test_unknown_stream_kind_names_the_key_and_choices() -> None:
 
 def test_misspelt_key_is_one_line() -> None:
     assert problems_of({"publsh": {}}) == [
-        "publsh: is not a known key; check its spelling against config/pythia.example.yml"
+        "publsh: is not a known key; check its spelling against " + CONFIG_REFERENCE
     ]
 
 

@@ -158,7 +158,7 @@ def test_dry_run_writes_files_and_honours_the_ledger(tmp_path: Path) -> None:
     ledger = Ledger()
     dry = DryRunPublisher(tmp_path / "pythia-out", ledger=ledger)
     published = dry.publish(proposal())
-    assert published.action == "opened"
+    assert published.action == "previewed"  # a dry run opens nothing
     folder = tmp_path / "pythia-out" / FINGERPRINT
     assert (folder / "proposal.md").read_text().startswith("# Document HTTPS_PROXY")
     assert (folder / "change.patch").read_text() == proposal().diff
@@ -484,7 +484,7 @@ def test_a_dry_run_keeps_every_report_of_one_fingerprint(tmp_path: Path) -> None
     dry = DryRunPublisher(tmp_path / "pythia-out")
     first = dry.publish(proposal("kestrel_users:101"))
     second = dry.publish(proposal("kestrel_users:230"))
-    assert (first.action, second.action) == ("opened", "updated")
+    assert (first.action, second.action) == ("previewed", "updated")
     folder = tmp_path / "pythia-out" / FINGERPRINT
     assert "kestrel_users:101" in (folder / "proposal.md").read_text()
     evidence = (folder / "evidence.md").read_text()

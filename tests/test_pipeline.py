@@ -82,7 +82,8 @@ def test_dry_run_writes_grounded_proposals_and_saves_nothing(repo: Path, tmp_pat
     assert llm.calls("classify") == 1
     assert report.classified["troubleshooting"] == 3
     assert report.classified["update"] == 1
-    assert len(report.proposals_opened) == 3  # proxy, relative cache dir, cache moved
+    # proxy, relative cache dir, cache moved: previewed, not opened
+    assert report.proposals_opened == [] and len(report.proposals_previewed) == 3
     patches = sorted(p.read_text() for p in out.glob("*/change.patch"))
     assert any("+Since 2.3 Kestrel honours `HTTPS_PROXY`" in p for p in patches)
     assert any(

@@ -13,42 +13,38 @@ sleeps: Gemini's and Zulip's sleeps are injected, PyGithub's backoff is zero.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import re
 import shutil
-import subprocess
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
+import fakegithub
 import harness
 from doubles import FunctionLLM, HashEmbedder
+from fakegithub import REPOSITORY, FakeGitHub, not_found
 from gitrepo import git
 from kestrel_model import answer
-from pythia import gemini, pipeline, prompts
+from pythia import actions, gemini, pipeline, prompts
 from pythia.config import Config, ConfigError, load_config, parse_config
 from pythia.databranch import DataBranch
 from pythia.models import RunReport
 from pythia.ports import LLM
 from pythia.publish.branches import ProposalBranches
 from pythia.publish.github import GitHubPublisher, github_client
-from pythia.publish.render import fingerprint_in
 from pythia.sources.zulip import ZulipSource
 from pythia.state import StateStore
 from pythia.usage import UsageMeter
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOW = datetime(2026, 3, 6, 12, 0, tzinfo=timezone.utc)
-REPOSITORY = "kestrel/docs"
 LAST_ID = 42  # the sample chat's last message id
 PROPOSALS = 3  # proxy, relative cache dir, cache moved: what a clean run opens
 
@@ -57,198 +53,18 @@ class Crash(BaseException):
     """The process died here (injected)."""
 
 
-# ---------------------------------------------------------------- a fake GitHub
-
-
-@dataclass
-class FakeGitHub:
-    """The REST endpoints GitHubPublisher uses, with GitHub's semantics: a PR needs its head
-    branch on the origin, and one branch has at most one open PR (422 otherwise)."""
-
-    origin: Path
-    base: str = ""
-    pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
-    comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-    labels: set[str] = field(default_factory=set)
-    # (method, path) -> status to answer instead, or None; requests counts every request
-    fail: Callable[[str, str], int | None] = lambda method, path: None
-    requests: int = 0
-    failures: int = 0
-    forbid_pulls: bool = False
-    _numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
-
-    def error(self, status: int) -> dict[str, Any]:
-        if status == 403 and self.forbid_pulls:
-            # The answer GitHub gives when the repository setting forbids bot PRs.
-            return {
-                "message": "GitHub Actions is not permitted to create or approve pull requests.",
-                "documentation_url": "https://docs.github.com/rest",
-            }
-        return {"message": "Server Error" if status >= 500 else "API rate limit exceeded"}
-
-    def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
-        repo = f"/repos/{REPOSITORY}"
-        if path == repo:
-            return 200, {
-                "id": 1,
-                "name": "docs",
-                "full_name": REPOSITORY,
-                "default_branch": "main",
-                "url": self.base + repo,
-            }
-        if path == f"{repo}/pulls" and method == "GET":
-            return 200, [pr for pr in self.pulls.values() if pr["state"] == "open"]
-        if path == f"{repo}/pulls" and method == "POST":
-            return self.create_pull(body)
-        if match := re.fullmatch(rf"{repo}/pulls/(\d+)", path):
-            number = int(match.group(1))
-            return (200, self.pulls[number]) if number in self.pulls else (404, _not_found())
-        if match := re.fullmatch(rf"{repo}/labels/(.+)", path):
-            name = unquote(match.group(1))
-            if name in self.labels:
-                return 200, {"name": name, "color": "c5def5", "url": self.base + path}
-            return 404, _not_found()
-        if path == f"{repo}/labels" and method == "POST":
-            self.labels.add(body["name"])
-            return 201, {"name": body["name"], "color": body["color"], "url": self.base + path}
-        if match := re.fullmatch(rf"{repo}/issues/(\d+)/labels", path):
-            names = body if isinstance(body, list) else body["labels"]
-            return 200, [{"name": n, "color": "c5def5"} for n in names]
-        if match := re.fullmatch(rf"{repo}/issues/(\d+)/comments", path):
-            number = int(match.group(1))
-            if method == "GET":
-                return 200, self.comments.get(number, [])
-            comment_id = 1000 + sum(len(c) for c in self.comments.values())
-            comment = {
-                "id": comment_id,
-                "body": body["body"],
-                "url": f"{self.base}{repo}/issues/comments/{comment_id}",
-                "html_url": f"https://github.com/{REPOSITORY}/pull/{number}#issuecomment-{comment_id}",
-            }
-            self.comments.setdefault(number, []).append(comment)
-            return 201, comment
-        if match := re.fullmatch(rf"{repo}/issues/comments/(\d+)", path):
-            for comment in itertools.chain.from_iterable(self.comments.values()):
-                if comment["id"] == int(match.group(1)):
-                    comment["body"] = body["body"]
-                    return 200, comment
-        return 404, _not_found()
-
-    def create_pull(self, body: dict[str, Any]) -> tuple[int, Any]:
-        head = body["head"]
-        if any(pr["head"]["ref"] == head and pr["state"] == "open" for pr in self.pulls.values()):
-            return 422, _invalid(f"A pull request already exists for kestrel:{head}.")
-        listed = subprocess.run(
-            [
-                "git",
-                "--git-dir",
-                str(self.origin),
-                "rev-parse",
-                "--verify",
-                "-q",
-                f"refs/heads/{head}",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if listed.returncode != 0:
-            return 422, _invalid("head invalid")
-        number = next(self._numbers)
-        self.pulls[number] = {
-            "id": number,
-            "number": number,
-            "state": "open",
-            "merged": False,
-            "title": body["title"],
-            "body": body["body"],
-            "draft": body.get("draft", False),
-            "html_url": f"https://github.com/{REPOSITORY}/pull/{number}",
-            "url": f"{self.base}/repos/{REPOSITORY}/pulls/{number}",
-            "issue_url": f"{self.base}/repos/{REPOSITORY}/issues/{number}",
-            "head": {"ref": head, "label": f"kestrel:{head}", "sha": listed.stdout.strip()},
-            "base": {"ref": body["base"], "label": f"kestrel:{body['base']}"},
-        }
-        return 201, self.pulls[number]
-
-    # -- what the tests look at --
-
-    def open_fingerprints(self) -> list[str | None]:
-        return [fingerprint_in(pr["body"]) for pr in self.pulls.values() if pr["state"] == "open"]
-
-    def thread_mentions(self) -> list[str]:
-        """Every conversation a PR body or evidence comment carries, once per appearance."""
-        texts = [pr["body"] for pr in self.pulls.values()]
-        texts += [c["body"] for cs in self.comments.values() for c in cs]
-        return [key for text in texts for key in re.findall(r"<!-- pythia:thread=(\S+) -->", text)]
-
-
-def _not_found() -> dict[str, str]:
-    return {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
-
-
-def _invalid(message: str) -> dict[str, Any]:
-    return {
-        "message": "Validation Failed",
-        "errors": [{"resource": "PullRequest", "code": "custom", "message": message}],
-        "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
-    }
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: Any
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _answer(self) -> None:
-        app = self.server.app
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        path = urlsplit(self.path).path
-        with self.server.lock:
-            app.requests += 1
-            status = app.fail(self.command, path)
-            if status is not None:
-                app.failures += 1
-                payload: Any = app.error(status)
-                headers = {"Retry-After": "0"} if status == 429 else {}
-            else:
-                headers = {}
-                try:
-                    status, payload = app.handle(
-                        self.command, path, json.loads(raw) if raw else None
-                    )
-                except Exception as error:  # a bug in the fake: fail the test, not hang it
-                    self.server.errors.append(repr(error))
-                    status, payload = 400, {"message": repr(error)}
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PATCH = do_DELETE = _answer
-
-
 @pytest.fixture
 def serve() -> Iterator[Callable[[Any], str]]:
-    """Serve an app (with `handle`-like routing through `_Handler`) on 127.0.0.1."""
+    """Serve an app (with `handle`-like routing through `AppHandler`) on 127.0.0.1."""
     servers: list[ThreadingHTTPServer] = []
     errors: list[str] = []
 
-    def start(app: Any) -> str:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.app = app  # type: ignore[attr-defined]
-        server.lock = threading.Lock()  # type: ignore[attr-defined]
-        server.errors = errors  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+    def serve_app(app: Any) -> str:
+        server, url = fakegithub.start(app, errors)
         servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+        return url
 
-    yield start
+    yield serve_app
     for server in servers:
         server.shutdown()
         server.server_close()
@@ -621,7 +437,6 @@ def test_a_gemini_outage_stops_the_stage_with_state_kept_and_a_warning(
     tmp_path: Path,
     serve: Callable[..., str],
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
     reference: set[str],
 ) -> None:
     env = make_env()
@@ -633,7 +448,9 @@ def test_a_gemini_outage_stops_the_stage_with_state_kept_and_a_warning(
     report = run_once(env, llm=spy, meter=meter)
     assert report.stopped_early and "Gemini" in report.stopped_early
     assert "\n" not in report.stopped_early
-    assert any(r.levelno == logging.WARNING and "stopped" in r.getMessage() for r in caplog.records)
+    assert actions.problems(report) == [
+        actions.Problem("warning", f"stopped early: {report.stopped_early}")
+    ]
     assert len(sleeps) == gemini.RetryPolicy().attempts - 1  # one call, retried, then given up
     state, _ = saved_state(env)
     assert state.last_read_at is not None  # the run's state was saved ...
@@ -646,11 +463,10 @@ def test_a_gemini_outage_stops_the_stage_with_state_kept_and_a_warning(
     assert_exactly_once(env, reference, judged_messages(spy))
 
 
-def test_a_github_outage_stops_publishing_with_state_kept_and_a_warning(
+def test_a_github_outage_stops_publishing_with_state_kept_and_fails_the_job(
     make_env: Callable[..., Env],
     tmp_path: Path,
     serve: Callable[..., str],
-    caplog: pytest.LogCaptureFixture,
     reference: set[str],
 ) -> None:
     env = make_env()
@@ -659,7 +475,10 @@ def test_a_github_outage_stops_publishing_with_state_kept_and_a_warning(
     report = run_once(env, llm=llm)
     assert report.proposals_opened == [] and report.failed == []  # an outage is no failure
     assert report.stopped_early and report.stopped_early.startswith("GitHub is not answering")
-    assert any(r.levelno == logging.WARNING and "stopped" in r.getMessage() for r in caplog.records)
+    # Not one proposal got through: an error annotation, and the job fails.
+    assert actions.problems(report) == [
+        actions.Problem("error", f"1 proposal could not be published: {report.stopped_early}")
+    ]
     assert llm.calls("propose") == 1  # nothing more was tried against a dead GitHub
     state, _ = saved_state(env)
     assert state.last_read_at is not None and (state.watermark or 0) < LAST_ID
@@ -670,7 +489,7 @@ def test_a_github_outage_stops_publishing_with_state_kept_and_a_warning(
 
 
 def test_a_repo_that_forbids_bot_prs_parks_the_proposal_and_fails_loudly(
-    make_env: Callable[..., Env], caplog: pytest.LogCaptureFixture, reference: set[str]
+    make_env: Callable[..., Env], reference: set[str]
 ) -> None:
     env = make_env()
     env.github.forbid_pulls = True
@@ -683,7 +502,7 @@ def test_a_repo_that_forbids_bot_prs_parks_the_proposal_and_fails_loudly(
         report.fatal and "Allow GitHub Actions to create and approve pull requests" in report.fatal
     )
     assert report.failed == []
-    assert any(r.levelno == logging.ERROR for r in caplog.records)
+    assert actions.problems(report) == [actions.Problem("error", report.fatal)]
     _, ledger = saved_state(env)
     parked = [e for e in ledger.proposals.values() if e.status == "waiting" and e.parked]
     assert len(parked) == 1  # the proposal is kept, not given up
@@ -691,6 +510,24 @@ def test_a_repo_that_forbids_bot_prs_parks_the_proposal_and_fails_loudly(
     env.github.fail = lambda method, path: None  # the maintainer fixed the setting
     run_once(env, llm=llm)
     assert_exactly_once(env, reference, judged_messages(llm))
+
+
+def test_a_repository_github_does_not_know_fails_the_job_naming_it(
+    make_env: Callable[..., Env],
+) -> None:
+    env = make_env()
+    env.github.fail = lambda method, path: 404  # a wrong GITHUB_REPOSITORY, or no access
+    env.github.error = lambda status: not_found()  # type: ignore[method-assign]
+    report = run_once(env, llm=FunctionLLM(answer))
+    assert report.proposals_opened == [] and report.fatal is None
+    assert report.publish_attempts == PROPOSALS == len(report.publish_failed)
+    problems = actions.problems(report)
+    # One error for the one cause, not one per proposal; it names the repository.
+    assert [p.level for p in problems] == ["error"]
+    assert problems[0].message.startswith(
+        f"{PROPOSALS} proposals could not be published: GitHub answered 404 for {REPOSITORY}: "
+        f"Not Found (is GITHUB_REPOSITORY '{REPOSITORY}' the owner/name"
+    )
 
 
 # ---------------------------------------------------------------- Zulip
@@ -803,7 +640,7 @@ def test_zulip_5xx_at_20_percent_are_retried(tmp_path: Path) -> None:
 
 
 def test_a_long_zulip_outage_stops_the_stream_keeping_what_was_read(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path
 ) -> None:
     calls = itertools.count(1)
     client = FlakyZulip(30, lambda method, path: 429 if next(calls) > 2 else None)
@@ -812,9 +649,9 @@ def test_a_long_zulip_outage_stops_the_stream_keeping_what_was_read(
     stream = report.streams[0]
     assert stream.error and "429" in stream.error and "\n" not in stream.error
     assert stream.messages_read == 10  # the two pages read before the outage
-    assert any(
-        r.levelno == logging.WARNING and "zulip-help" in r.getMessage() for r in caplog.records
-    )
+    assert actions.problems(report) == [
+        actions.Problem("warning", f"stream zulip-help: {stream.error}")
+    ]
     assert state.watermark is not None and state.watermark <= 109  # nothing unread passed
 
 

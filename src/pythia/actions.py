@@ -6,10 +6,12 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 from .models import RunReport
 
@@ -150,6 +152,78 @@ def configure_logging(*, level: str, secrets: Iterable[str], actions: bool) -> N
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Something a maintainer should see: an error fails the job, a warning does not."""
+
+    level: Literal["error", "warning"]
+    message: str
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def problems(report: RunReport) -> list[Problem]:
+    """What went wrong in a run, one entry per cause; the job fails when any is an error.
+
+    Fatal errors, and streams that could none of them be read, are errors. Publishing that
+    failed for every proposal handed to it is an error per cause; when some got through, the
+    causes are warnings. A stream that failed among others, a run that stopped early and
+    conversations that failed are warnings.
+    """
+    found: list[Problem] = []
+    if report.fatal:
+        found.append(Problem("error", report.fatal))
+    unread = bool(report.streams) and all(
+        stream.error and not stream.messages_read for stream in report.streams
+    )
+    for stream in report.streams:
+        if stream.error:
+            level: Literal["error", "warning"] = "error" if unread else "warning"
+            found.append(Problem(level, f"stream {stream.stream}: {stream.error}"))
+    if unread:
+        found.append(Problem("error", "no stream could be read"))
+    causes = Counter(cause for _, cause in report.publish_failed)
+    level = "error" if report.nothing_published else "warning"
+    for cause, count in causes.items():
+        found.append(Problem(level, f"{_count(count, 'proposal')} could not be published: {cause}"))
+    if report.stopped_early and report.stopped_early not in causes:
+        found.append(Problem("warning", f"stopped early: {report.stopped_early}"))
+    publishing = {key for key, _ in report.publish_failed}
+    others = [key for key, _ in report.failed if key not in publishing]
+    if others:
+        found.append(
+            Problem(
+                "warning",
+                f"{_count(len(others), 'conversation')} failed and will be retried next run "
+                "(the job summary's Failed table says why)",
+            )
+        )
+    return found
+
+
+def annotate(
+    found: Sequence[Problem], *, actions: bool, out: TextIO | None = None
+) -> None:
+    """Each problem as an `::error::`/`::warning::` annotation in Actions, else on stderr."""
+    for problem in found:
+        if actions:
+            command(problem.level, problem.message, out=out)
+        else:
+            print(f"{problem.level}: {problem.message}", file=out or sys.stderr)
+
+
+def fail(messages: Sequence[str], *, title: str = "Pythia", out: TextIO | None = None) -> None:
+    """A fatal error before any report: annotations and a job summary in Actions (so the run's
+    page says what to fix), `error:` lines on stderr elsewhere."""
+    actions = in_actions()
+    annotate([Problem("error", message) for message in messages], actions=actions, out=out)
+    if actions:
+        quoted = "\n".join(f"> {message}" for message in messages)
+        add_summary(f"## {title}\n\n> [!CAUTION]\n{quoted}\n")
+
+
 def _mark(watermark: int | None) -> str:
     return "–" if watermark is None else str(watermark)
 
@@ -199,6 +273,7 @@ def render_summary(report: RunReport) -> str:
     proposed: list[list[object]] = [
         ["opened", lines.get(url, ""), url] for url in report.proposals_opened
     ]
+    proposed += [["would open", lines.get(url, ""), url] for url in report.proposals_previewed]
     proposed += [
         ["updated with new evidence", lines.get(url, ""), url] for url in report.proposals_updated
     ]
@@ -210,6 +285,10 @@ def render_summary(report: RunReport) -> str:
         parts.append(
             table(["check", "proposals"], [[k, v] for k, v in sorted(report.refused.items())])
         )
+    if report.publish_failed:
+        parts.append("### Could not publish\n")
+        causes = Counter(cause for _, cause in report.publish_failed)
+        parts.append(table(["cause", "proposals"], [[c, n] for c, n in causes.items()]))
     if report.skipped:
         parts.append("### Skipped\n")
         parts.append(table(["thread", "why"], [list(item) for item in report.skipped]))
@@ -232,17 +311,55 @@ def render_summary(report: RunReport) -> str:
     usage_rows.append(["total", "", "", "", "", f"${total:.4f}"])
     parts.append(table(["stage", "LLM calls", "input", "output", "thinking", "cost"], usage_rows))
     parts.append("### Time\n")
-    parts.append(
-        table(["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in report.stage_seconds.items()])
-    )
+    parts.append(time_table(report))
+    if report.embeddings_computed or report.embeddings_cached:
+        parts.append(
+            f"Docs index: {_count(report.embeddings_computed, 'chunk')} embedded by the model, "
+            f"{report.embeddings_cached} taken from the embedding cache.\n"
+        )
     return "\n".join(parts)
+
+
+def time_table(report: RunReport) -> str:
+    """Every stage's seconds, in the order they ran, and their total."""
+    rows: list[list[object]] = [[k, f"{v:.1f}"] for k, v in report.stage_seconds.items()]
+    rows.append(["total", f"{sum(report.stage_seconds.values()):.1f}"])
+    return table(["stage", "seconds"], rows)
+
+
+def outcome_line(report: RunReport) -> str:
+    """The run in one line, as the CLI prints it and the `outcome` output carries it."""
+    if report.outcome:
+        return report.outcome
+    opened = (
+        f"would open {len(report.proposals_previewed)}"
+        if report.dry_run
+        else f"opened {len(report.proposals_opened)}"
+    )
+    return (
+        f"read {report.messages_read} messages, classified {report.threads_classified} "
+        f"threads, {opened}, updated {len(report.proposals_updated)}, skipped "
+        f"{len(report.skipped)}, failed {len(report.failed)}"
+    )
+
+
+def outputs(report: RunReport, report_path: Path) -> dict[str, str]:
+    """The action's outputs, in every mode: numbers are "0" where a mode does not do that."""
+    return {
+        "mode": report.mode,
+        "outcome": outcome_line(report),
+        "proposals-opened": str(len(report.proposals_opened)),
+        "proposals-previewed": str(len(report.proposals_previewed)),
+        "proposals-updated": str(len(report.proposals_updated)),
+        "messages-read": str(report.messages_read),
+        "threads-classified": str(report.threads_classified),
+        "embeddings-computed": str(report.embeddings_computed),
+        "report": str(report_path),
+    }
 
 
 def write_outputs(
     report: RunReport, report_path: Path, environ: Mapping[str, str] | None = None
 ) -> None:
-    set_output("proposals-opened", str(len(report.proposals_opened)), environ)
-    set_output("proposals-updated", str(len(report.proposals_updated)), environ)
-    set_output("messages-read", str(report.messages_read), environ)
-    set_output("threads-classified", str(report.threads_classified), environ)
-    set_output("report", str(report_path), environ)
+    for name, value in outputs(report, report_path).items():
+        set_output(name, value, environ)

@@ -23,6 +23,8 @@ from pydantic import (
     field_validator,
 )
 
+from . import CONFIG_REFERENCE
+
 DEFAULT_CONFIG_PATH = Path(".github/pythia.yml")
 
 
@@ -405,7 +407,7 @@ def _describe(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind == "extra_forbidden":
-        return "is not a known key; check its spelling against config/pythia.example.yml"
+        return f"is not a known key; check its spelling against {CONFIG_REFERENCE}"
     if kind == "missing":
         return "is required"
     if kind == "union_tag_invalid":

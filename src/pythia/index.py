@@ -202,7 +202,7 @@ def update_index(
         # Indexing a missing folder would look like every page was deleted.
         raise DocsRootMissing(
             f"docs folder {docs_root} does not exist; set docs.root in .github/pythia.yml "
-            "or pass --docs"
+            "(or, on the command line, pass --docs)"
         )
     with _connection(conn_or_path) as conn:
         migrate(conn)

@@ -242,18 +242,29 @@ class StreamReport:
 
 @dataclass
 class RunReport:
-    """Everything a run did, for the job summary, the outputs and the dashboard."""
+    """Everything a run did, for the job summary, the outputs and the dashboard.
+
+    The index, command and feedback modes fill in what applies to them (`mode`, `outcome`,
+    the index figures) so that every mode leaves a report and meaningful outputs.
+    """
 
     dry_run: bool = False
+    mode: str = "run"
+    outcome: str = ""  # one line: what this run did
     streams: list[StreamReport] = field(default_factory=list)
     prefiltered: int = 0
     classified: dict[str, int] = field(default_factory=dict)
     proposals_opened: list[str] = field(default_factory=list)
+    proposals_previewed: list[str] = field(default_factory=list)  # a dry run's "would open"
     proposals_updated: list[str] = field(default_factory=list)
     proposal_lines: dict[str, str] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     refused: dict[str, int] = field(default_factory=dict)  # refusals by kind of check
+    publish_attempts: int = 0
+    publish_failed: list[tuple[str, str]] = field(default_factory=list)  # (thread, cause)
+    embeddings_computed: int = 0  # docs chunks sent to the embedding model
+    embeddings_cached: int = 0  # docs chunks whose vector came from the embedding cache
     usage: dict[str, StageUsage] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stopped_early: str | None = None
@@ -266,3 +277,8 @@ class RunReport:
     @property
     def threads_classified(self) -> int:
         return sum(self.classified.values())
+
+    @property
+    def nothing_published(self) -> bool:
+        """Proposals were handed to the publisher and not one of them got through."""
+        return bool(self.publish_failed) and len(self.publish_failed) >= self.publish_attempts

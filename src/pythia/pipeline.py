@@ -143,7 +143,7 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
             classification = None
     if classification is not None and classification.stopped:
         report.stopped_early = classification.stopped
-        log.warning("classification stopped: %s", classification.stopped)
+        log.info("classification stopped: %s", classification.stopped)
     if classification is not None:
         report.prefiltered = len(classification.dropped)
         for key in classification.dropped:
@@ -186,14 +186,21 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
                     for member in members:
                         _record(member, "proposal parked: publishing is blocked")
                     report.fatal = one_line(error)
-                    log.error("%s", report.fatal)
+                    log.info("publishing blocked: %s", report.fatal)
                     break
                 except (BudgetExhausted, LLMUnavailable, PublisherUnavailable) as error:
                     # An outage is not the threads' fault: no failure counted, tried next run.
+                    if isinstance(error, PublisherUnavailable):
+                        _publish_failed(report, group.threads[0].key, error)
                     report.stopped_early = one_line(error)
-                    log.warning("proposals stopped: %s", report.stopped_early)
+                    log.info("proposals stopped: %s", report.stopped_early)
                     break
-                except (ProposalFailed, MalformedReply, PublishError) as error:
+                except PublishError as error:
+                    _publish_failed(report, group.threads[0].key, error)
+                    for member in members:
+                        _fail(member, str(error), config, report)
+                    continue
+                except (ProposalFailed, MalformedReply) as error:
                     for member in members:
                         _fail(member, str(error), config, report)
                     continue
@@ -220,8 +227,8 @@ def ingest(
         # --since reprocesses from where the source's (overridden) `start` says.
         batch = read_stream(source, None if since else state.watermark)
     except Exception as error:  # one broken stream must not stop the others
-        report.error = one_line(error)
-        log.warning("stream %s: %s", source.stream, report.error)
+        report.error = one_line(error)  # the run's report annotates it as a warning
+        log.info("stream %s: %s", source.stream, report.error)
         # The stored state stays exactly as it was: no reset, no move.
         return Ingested(state=state, report=report, after=None, fetched=[], settled=[])
     finally:
@@ -231,7 +238,7 @@ def ingest(
         state.done_ids = []
     if batch.interrupted:
         report.error = batch.interrupted
-        log.warning("stream %s: %s", source.stream, batch.interrupted)
+        log.info("stream %s: %s", source.stream, batch.interrupted)
     done = set(state.done_ids)
     grouped, settled = threading_.ready_threads(
         batch.messages, done=done, now=now, settings=config.threads
@@ -294,7 +301,7 @@ def _retrieve(
         deps.warm([query for verdict in fresh for query in search_queries(verdict)])
     except LLMUnavailable as error:
         report.stopped_early = one_line(error)
-        log.warning("retrieval stopped: %s", report.stopped_early)
+        log.info("retrieval stopped: %s", report.stopped_early)
         return []
     return [
         Asked(
@@ -344,6 +351,7 @@ def _propose_group(group: Group, config: Config, deps: Deps, report: RunReport) 
                 _skip(report, key, "already in the PR")
             return
         evidence = _evidence_only(group, entry, config, deps)
+        report.publish_attempts += 1
         _note(report, evidence, deps.publisher.publish(evidence))
         _remember(deps.ledger, entry.fingerprint, group)
         return
@@ -400,6 +408,7 @@ def _propose_group(group: Group, config: Config, deps: Deps, report: RunReport) 
     outcome = defang_proposal(
         outcome, docs_domains=deps.docs_domains, allowed_domains=config.docs.allowed_link_domains
     )
+    report.publish_attempts += 1
     _note(report, outcome, deps.publisher.publish(outcome))
     _remember(deps.ledger, outcome.fingerprint, group)
     if entry is not None and entry.fingerprint != outcome.fingerprint and entry.parked is None:
@@ -478,16 +487,19 @@ def _remember(
 def _publish_parked(deps: Deps, report: RunReport) -> None:
     """Proposals that waited under the PR limits go first: they were judged already."""
     for proposal in deps.ledger.parked():
+        report.publish_attempts += 1
         try:
             published = deps.publisher.publish(proposal)
         except PublishingBlocked as error:
             report.fatal = one_line(error)
-            log.error("%s", report.fatal)
+            log.info("publishing blocked: %s", report.fatal)
             return
         except PublisherUnavailable as error:
+            _publish_failed(report, proposal.thread_key, error)
             report.stopped_early = one_line(error)
             return
         except PublishError as error:
+            _publish_failed(report, proposal.thread_key, error)
             report.failed.append((proposal.thread_key, sanitize_for_publishing(str(error))))
             continue
         _note(report, proposal, published)
@@ -500,6 +512,8 @@ def _note(report: RunReport, proposal: Proposal, published: Published) -> None:
     )
     if published.action == "opened":
         report.proposals_opened.append(published.url)
+    elif published.action == "previewed":
+        report.proposals_previewed.append(published.url)
     elif published.action == "updated":
         report.proposals_updated.append(published.url)
     else:
@@ -512,6 +526,11 @@ def _refuse(report: RunReport, keys: Sequence[str], kind: str, reason: str) -> N
     report.refused[kind] = report.refused.get(kind, 0) + 1
     for key in keys:
         _skip(report, key, f"refused ({kind}): {reason}")
+
+
+def _publish_failed(report: RunReport, thread_key: str, error: PublishError) -> None:
+    """Remember why a proposal did not get through, by cause, for the run's annotations."""
+    report.publish_failed.append((thread_key, sanitize_for_publishing(one_line(error.cause))))
 
 
 def _skip(report: RunReport, thread_key: str, reason: str) -> None:

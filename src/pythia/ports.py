@@ -74,9 +74,10 @@ class Embedder(Protocol):
 
 @dataclass(frozen=True)
 class Published:
-    """What publishing a proposal did: opened a PR, commented on one, or left it waiting."""
+    """What publishing a proposal did: opened a PR, commented on one, left it waiting, or (a dry
+    run) wrote a preview of the PR it would open."""
 
-    action: Literal["opened", "updated", "waiting", "skipped"]
+    action: Literal["opened", "updated", "waiting", "skipped", "previewed"]
     url: str = ""
     number: int | None = None
     reason: str = ""
@@ -89,7 +90,15 @@ class Publisher(Protocol):
 
 
 class PublishError(Exception):
-    """A proposal could not be pushed or its pull request could not be opened."""
+    """A proposal could not be pushed or its pull request could not be opened.
+
+    `cause` is the reason without the proposal's title, so that the run can report one
+    annotation per cause rather than one per proposal.
+    """
+
+    def __init__(self, message: str, *, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause or message
 
 
 class PublisherUnavailable(PublishError):

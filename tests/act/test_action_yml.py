@@ -54,7 +54,10 @@ def cli_arguments(env: dict[str, str]) -> Any:
 def test_every_input_is_mapped_explicitly_and_reaches_the_cli() -> None:
     env = inputs_in_env(RUN_STEP)
     python_step = next(s for s in STEPS if str(s.get("uses", "")).startswith("actions/setup-py"))
-    assert python_step["with"] == {"python-version": "${{ inputs.python-version }}"}
+    assert python_step["with"] == {
+        "python-version": "${{ inputs.python-version }}",
+        "update-environment": False,
+    }
     # Each input goes somewhere exactly once; python-version is setup-python's.
     assert sorted([*env.values(), "python-version"]) == sorted(INPUTS)
 
@@ -92,9 +95,66 @@ def test_descriptions_hold_no_expressions() -> None:
             assert "${{" not in spec["description"], f"{section}.{name}"
 
 
-def test_the_only_remote_action_is_setup_python() -> None:
-    remote = [step["uses"] for step in STEPS if "uses" in step]
-    assert remote == ["actions/setup-python@v5"]
+def test_remote_actions_are_pinned_by_commit_with_their_release_named() -> None:
+    text = (ROOT / "action.yml").read_text(encoding="utf-8")
+    pins = re.findall(r"^\s+uses: ([\w./-]+)@(\S+) # (v\d+\.\d+\.\d+)$", text, re.MULTILINE)
+    assert len(pins) == len([step for step in STEPS if "uses" in step])
+    assert all(re.fullmatch(r"[0-9a-f]{40}", sha) for _, sha, _ in pins), pins
+    assert {name for name, _, _ in pins} == {
+        "actions/setup-python", "actions/cache/restore", "actions/cache/save",
+        "actions/upload-artifact",
+    }
+    # One repository, one pin: restore and save come from the same actions/cache commit.
+    assert len({sha for name, sha, _ in pins if name.startswith("actions/cache/")}) == 1
+
+
+def test_the_callers_python_and_path_are_left_alone() -> None:
+    python_step = next(s for s in STEPS if str(s.get("uses", "")).startswith("actions/setup-py"))
+    assert python_step["with"]["update-environment"] is False
+    for step in STEPS:
+        assert "GITHUB_PATH" not in step.get("run", ""), step.get("name")
+        assert "GITHUB_ENV" not in step.get("run", ""), step.get("name")
+
+
+def step_named(name: str) -> dict[str, Any]:
+    return next(step for step in STEPS if step.get("name") == name)
+
+
+def test_the_environment_is_installed_from_the_lock_and_cached_on_it() -> None:
+    find = step_named("Find Pythia's environment")["run"]
+    assert "uv.lock" in find and "py$PYTHON_VERSION" in find  # the key covers lock and Python
+    restore, save = step_named("Restore Pythia's environment"), step_named(
+        "Save Pythia's environment"
+    )
+    assert restore["with"] == save["with"] == {
+        "path": "${{ steps.env.outputs.venv }}",
+        "key": "${{ steps.env.outputs.key }}",
+    }
+    install = step_named("Install Pythia")
+    assert "steps.restore.outputs.cache-hit != 'true'" in install["if"]
+    assert save["if"] == install["if"]
+    assert "--frozen" in install["run"] and '"uv==$UV_VERSION"' in install["run"]
+    assert install["env"]["UV_COMPILE_BYTECODE"] == "1"
+    # One uv version everywhere: the action, CI, and the lock's own required-version.
+    pinned = install["env"]["UV_VERSION"]
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert f'required-version = "=={pinned}"' in pyproject
+    assert f"UV_VERSION={pinned} " in (ROOT / ".ci/run").read_text(encoding="utf-8")
+    assert "version = 1" in (ROOT / "uv.lock").read_text(encoding="utf-8")[:200]
+
+
+def test_docs_embeddings_are_cached_and_dry_runs_upload_their_proposals() -> None:
+    restore, save = step_named("Restore the docs embeddings"), step_named(
+        "Save the docs embeddings"
+    )
+    assert restore["with"]["path"] == save["with"]["path"] == "${{ runner.temp }}/pythia-cache"
+    assert restore["with"]["key"] == save["with"]["key"]
+    assert restore["with"]["restore-keys"] == "pythia-embeddings-"
+    assert RUN_STEP["env"]["PYTHIA_EMBEDDING_CACHE"].startswith(save["with"]["path"] + "/")
+    assert "embeddings-computed != '0'" in save["if"]
+    upload = step_named("Upload the dry run's proposals")
+    assert "inputs.dry-run == 'true'" in upload["if"]
+    assert upload["with"]["path"] == "${{ runner.temp }}/pythia-out"  # Options.from_action
 
 
 def test_outputs_are_the_ones_pythia_writes(tmp_path: Path) -> None:
@@ -108,22 +168,38 @@ def test_outputs_are_the_ones_pythia_writes(tmp_path: Path) -> None:
     assert sorted(written) == sorted(ACTION["outputs"])
 
 
-def readme_inputs_table() -> dict[str, str] | None:
-    """input -> default, from the table under README's "## Action inputs", if it is there."""
+def readme_table(heading: str, first_column: str) -> dict[str, list[str]] | None:
+    """name -> the other cells, from the table under README's `heading` whose first column is
+    `first_column`, if it is there."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = re.search(r"^## Action inputs\n(.*?)(?=^## )", readme, re.MULTILINE | re.DOTALL)
+    section = re.search(rf"^{heading}\n(.*?)(?=^## )", readme, re.MULTILINE | re.DOTALL)
     if section is None:
         return None
-    rows = re.findall(r"^\| `([\w-]+)` \|([^|]*)\|", section.group(1), re.MULTILINE)
-    return {name: default.strip().strip("`") for name, default in rows}
+    table = re.search(rf"^\| {first_column} \|.*?(?=\n\n)", section.group(1), re.M | re.S)
+    if table is None:
+        return None
+    rows = re.findall(r"^\| `([\w-]+)` \|(.*)\|$", table.group(0), re.MULTILINE)
+    return {name: [cell.strip() for cell in rest.split(" | ")] for name, rest in rows}
 
 
 def test_every_input_is_in_the_readme_table_with_its_default() -> None:
-    table = readme_inputs_table()
+    table = readme_table("## Action inputs", "input")
     assert table is not None, "README.md has no '## Action inputs' table (was it renamed?)"
     assert sorted(table) == sorted(INPUTS)
     for name, spec in INPUTS.items():
-        assert table[name] == str(spec.get("default", "")), name
+        default, description = table[name][0].strip("`"), table[name][-1]
+        assert default == str(spec.get("default", "")), name
+        # The declaration and the docs agree: "required" in the docs only if declared so.
+        assert ("required" in description.lower()) == bool(spec.get("required")), name
+
+
+def test_every_output_is_in_the_readme_table() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = re.search(r"^\| output \|.*?(?=\n\n)", readme, re.MULTILINE | re.DOTALL)
+    assert table is not None, "README.md has no outputs table (| output | what it is |)"
+    first_cells = re.findall(r"^\| ([^|]+) \|", table.group(0), re.MULTILINE)[1:]
+    documented = {name.strip(" `") for cell in first_cells for name in cell.split(",")}
+    assert documented == set(ACTION["outputs"])
 
 
 def workflow_events(path: Path, *, text: str | None = None) -> set[str]:

@@ -8,12 +8,12 @@ from typing import Any
 import git
 
 from .. import actions, safety
-from ..models import Proposal
+from ..models import Proposal, RunReport
 from ..publish.commands import Reviser, handle_comment, record_closed_pr
 from ..publish.github import GitHubPublisher
 from ..revise import Revision, revise_proposal
 from ..usage import UsageMeter
-from . import compose
+from . import compose, report
 from .options import Options
 from .workspace import Workspace, open_storage
 
@@ -35,15 +35,14 @@ def cmd_feedback(workspace: Workspace, options: Options) -> int:
             event_payload(options), ledger, branch_prefix=workspace.config.publish.branch_prefix
         )
         if entry is None:
-            print("not a Pythia pull request; nothing to record")
-            return 0
-        storage.store.save_ledger(ledger)
-        storage.save(f"pythia: record {entry.status} proposal {entry.fingerprint[:8]}")
-    print(f"recorded proposal {entry.fingerprint[:8]} as {entry.status}")
-    actions.add_summary(
-        f"## Pythia feedback\n\nRecorded proposal `{entry.fingerprint[:8]}` as "
-        f"**{entry.status}**.\n"
-    )
+            outcome = "not a Pythia pull request; nothing to record"
+        else:
+            storage.store.save_ledger(ledger)
+            storage.save(f"pythia: record {entry.status} proposal {entry.fingerprint[:8]}")
+            outcome = f"recorded proposal {entry.fingerprint[:8]} as {entry.status}"
+    print(outcome)
+    actions.add_summary(f"## Pythia feedback\n\n{outcome[0].upper()}{outcome[1:]}.\n")
+    report.record(RunReport(mode="feedback", outcome=outcome), options)
     return 0
 
 
@@ -57,10 +56,12 @@ def cmd_command(workspace: Workspace, options: Options) -> int:
         )
         storage.store.save_ledger(ledger)
         storage.save(f"pythia: /pythia {outcome.command or 'comment'}")
-    print(f"/pythia {outcome.command or '(none)'}: {outcome.status}")
+    line = f"/pythia {outcome.command or '(none)'}: {outcome.status}"
+    print(line)
     actions.add_summary(
         f"## Pythia command\n\n`/pythia {outcome.command or '(none)'}`: {outcome.status}\n"
     )
+    report.record(RunReport(mode="command", outcome=line), options)
     return 0
 
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .. import __version__, actions
+from .. import CONFIG_REFERENCE, __version__, actions
 from ..config import ConfigError, Secrets, load_config, render_json_schema
 from ..ports import one_line
 from .options import Options
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_.add_argument("--stream", default=None, help="only this stream")
     run_.add_argument("--index", type=Path, default=None, help="index file (local use)")
     run_.add_argument("--json", action="store_true", help="print the run report as JSON")
+    _embedding_cache(run_)
 
     index_ = commands_.add_parser("index", help="build or update the docs index")
     _common(index_)
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     index_.add_argument("--docs", type=Path, default=None, help="docs folder (overrides config)")
     index_.add_argument("--index", type=Path, default=None, help="index file")
     index_.add_argument("--json", action="store_true", help="print figures as JSON")
+    _embedding_cache(index_)
 
     search = commands_.add_parser("search", help="search the docs index")
     _common(search)
@@ -131,7 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
     action_.add_argument("--dry-run", default="false", help="'true' or 'false'")
     action_.add_argument("--since", default="", help="reprocess from this date or message id")
     action_.add_argument("--stream", default="", help="only this stream")
+    _embedding_cache(action_)
     return parser
+
+
+def _optional_path(value: str) -> Path | None:
+    return Path(value) if value else None
+
+
+def _embedding_cache(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--embedding-cache",
+        type=_optional_path,  # the action passes "" for none
+        default=None,
+        help="SQLite file that keeps docs embeddings across runs (never chat text)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,8 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return dispatch(options, started=started)
     except ConfigError as error:
-        for problem in error.problems:
-            print(problem, file=sys.stderr)
+        if actions.in_actions():
+            actions.fail(error.problems)
+        else:
+            for problem in error.problems:
+                print(problem, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -161,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if not isinstance(error, user_errors()):
             raise
-        print(f"error: {one_line(error, limit=2000)}", file=sys.stderr)
+        # In a workflow: an annotation and a job summary; on a terminal: one `error:` line.
+        actions.fail([one_line(error, limit=2000)])
         return 1
 
 
@@ -209,7 +229,7 @@ def setup_logging(options: Options, secrets: Secrets) -> None:
 def _validate(options: Options) -> int:
     path = options.config or options.repo / ".github/pythia.yml"
     if not path.exists():
-        print(f"{path}: no such file; copy config/pythia.example.yml there to start")
+        print(f"{path}: no such file; start from the reference, {CONFIG_REFERENCE}")
         return 1
     try:
         load_config(path)

@@ -17,7 +17,7 @@ from .. import actions, db, index, pipeline, retrieval_eval, threads
 from ..models import Hit
 from ..ports import Embedder
 from ..search import SearchIndex
-from . import compose
+from . import compose, report, run
 from .options import Options
 from .workspace import UserError, Workspace, open_storage
 
@@ -25,15 +25,11 @@ from .workspace import UserError, Workspace, open_storage
 def cmd_index(workspace: Workspace, options: Options) -> int:
     if options.docs is not None:
         workspace = workspace.with_docs_root(options.docs)
-    embedder = compose.optional_embedder(workspace)
-    if embedder is None:
+    if workspace.secrets.gemini_api_key is None:
         print("no GEMINI_API_KEY: indexing for keyword (BM25) search only", file=sys.stderr)
-    with open_storage(workspace, options) as storage:
-        stats = compose.update_docs_index(
-            workspace, storage.index_path, embedder, full=options.full
-        )
-        saved = storage.save("pythia: update the docs index")
-    search = "hybrid" if embedder is not None else "BM25 only (no GEMINI_API_KEY)"
+    indexed = run.index_only(workspace, options)
+    stats = indexed.stats
+    search = "hybrid" if workspace.secrets.gemini_api_key else "BM25 only (no GEMINI_API_KEY)"
     actions.add_summary(
         "## Pythia index\n\n"
         + actions.table(
@@ -50,21 +46,20 @@ def cmd_index(workspace: Workspace, options: Options) -> int:
                 ]
             ],
         )
+        + "\n### Time\n"
+        + actions.time_table(indexed.report)
     )
+    report.record(indexed.report, options)
     if options.json:
         print(json.dumps(asdict(stats), sort_keys=True))
         return 0
     where = (
         f"{workspace.config.publish.data_branch} branch"
-        if storage.on_data_branch
-        else str(storage.index_path)
+        if indexed.on_data_branch
+        else str(indexed.index_path)
     )
-    print(
-        f"{stats.files_changed} files changed, {stats.chunks_total} chunks "
-        f"({stats.chunks_embedded} embedded, {stats.chunks_reused} reused, "
-        f"{stats.chunks_deleted} deleted) in {stats.seconds:.2f}s -> {where}"
-        + (" (pushed)" if saved else "")
-    )
+    print(f"{indexed.report.outcome} in {stats.seconds:.2f}s -> {where}"
+          + (" (pushed)" if indexed.saved else ""))
     return 0
 
 

@@ -8,6 +8,7 @@ Adapters are imported where they are built, so a command that needs neither GitH
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,10 +17,13 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import SecretStr
+
 from .. import db, index, pipeline, prompts, safety
 from .. import search as hybrid
 from ..checks import EditChecks
 from ..config import ExportStream, Secrets, Stream, TelegramStream, ZulipStream
+from ..embedcache import CachedEmbedder
 from ..models import Hit
 from ..ports import LLM, ChatSource, Embedder, Publisher
 from ..propose import Searcher
@@ -35,6 +39,9 @@ if TYPE_CHECKING:
     from ..publish.dryrun import DryRunPublisher
     from ..publish.github import GitHubPublisher
 
+# GitHub's owner/name: letters, digits and hyphens, then letters, digits, '.', '-', '_'.
+REPOSITORY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?/[A-Za-z0-9._-]+")
+
 
 def models(workspace: Workspace, meter: UsageMeter) -> tuple[LLM, Embedder]:
     """Gemini's LLM and embedder, sharing one client, meter and rate limiter (needs the key)."""
@@ -49,6 +56,13 @@ def optional_embedder(workspace: Workspace) -> Embedder | None:
     if workspace.secrets.gemini_api_key is None:
         return None
     return models(workspace, UsageMeter.from_config(workspace.config))[1]
+
+
+def embedding_cache(embedder: Embedder | None, options: Options) -> CachedEmbedder | None:
+    """The embedder behind the docs-embedding cache file, when the options name one."""
+    if embedder is None or options.embedding_cache is None:
+        return None
+    return CachedEmbedder(embedder, options.embedding_cache)
 
 
 # --- the docs index --------------------------------------------------------------------------
@@ -126,12 +140,12 @@ def chosen_streams(workspace: Workspace, options: Options) -> list[Stream]:
     config = workspace.config
     chosen = [config.stream(options.stream)] if options.stream else list(config.streams)
     if options.since:
-        start = _since(options.since)
+        start = _since(options.since, options)
         chosen = [stream.model_copy(update={"start": start}) for stream in chosen]
     return [_resolved(workspace, stream) for stream in chosen]
 
 
-def _since(value: str) -> int | date:
+def _since(value: str, options: Options) -> int | date:
     try:
         return int(value)
     except ValueError:
@@ -140,7 +154,7 @@ def _since(value: str) -> int | date:
         return date.fromisoformat(value)
     except ValueError:
         raise UserError(
-            f"--since '{value}' is neither a message id nor a YYYY-MM-DD date"
+            f"{options.setting('since')} '{value}' is neither a message id nor a YYYY-MM-DD date"
         ) from None
 
 
@@ -188,12 +202,7 @@ def github_publisher(
     `throttle=False` drops PyGithub's pauses between calls (for tests against a local fake)."""
     from ..publish.github import GitHubPublisher, github_client
 
-    token = workspace.secrets.github_token
-    if token is None or not options.repository:
-        raise UserError(
-            "publishing needs GITHUB_TOKEN and GITHUB_REPOSITORY (set by GitHub Actions); "
-            "use --dry-run to write proposals to a folder instead"
-        )
+    token = check_publishing(workspace, options)
     pauses = {} if throttle else {"seconds_between_requests": None, "seconds_between_writes": None}
     return GitHubPublisher(
         repo_path=workspace.root,
@@ -206,6 +215,25 @@ def github_publisher(
         token=token.get_secret_value(),
         templates=prompts.environment(workspace.root),
     )
+
+
+def check_publishing(workspace: Workspace, options: Options) -> SecretStr:
+    """The token, once the token and the repository to publish to are known to be usable;
+    a run checks this before it does anything else."""
+    token = workspace.secrets.github_token
+    if token is None or not options.repository:
+        raise UserError(
+            "publishing needs GITHUB_TOKEN and GITHUB_REPOSITORY (set by GitHub Actions; under "
+            f"act, pass -s GITHUB_TOKEN=...); set {options.setting('dry-run')} to write "
+            "proposals to a folder instead"
+        )
+    if not REPOSITORY.fullmatch(options.repository):
+        # act derives it from the origin remote, which for a local clone is a path.
+        raise UserError(
+            f"GITHUB_REPOSITORY is '{options.repository}', not owner/name; set it to the "
+            "repository to publish to (under act: --env GITHUB_REPOSITORY=owner/name)"
+        )
+    return token
 
 
 # --- a run's dependencies --------------------------------------------------------------------

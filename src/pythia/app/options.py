@@ -35,6 +35,8 @@ class Options:
     query: str = ""
     k: int = 5
     queries: Path | None = None  # `pythia eval retrieval --queries`
+    embedding_cache: Path | None = None  # docs embeddings kept across runs (embedcache.py)
+    via_action: bool = False  # `pythia action`: the user set inputs, not flags
     # From the runner (GitHub Actions sets these; locally they are usually empty).
     repository: str = ""
     repository_id: str = ""
@@ -46,6 +48,11 @@ class Options:
     # The process environment, for the one thing that passes it on: a docs check command, which
     # gets only what `docscheck.command_environment` lets through. Never shown (it holds keys).
     environment: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def setting(self, name: str) -> str:
+        """How the user sets `name` where they are: the `dry-run` input in a workflow, the
+        `--dry-run` flag on the command line (error messages name the one they can change)."""
+        return f"the `{name}` input" if self.via_action else f"`--{name}`"
 
     @classmethod
     def from_args(
@@ -74,6 +81,8 @@ class Options:
             out=out_root / "pythia-out",
             since=args.since or None,
             stream=args.stream or None,
+            embedding_cache=args.embedding_cache,
+            via_action=True,
             **runner,
         )
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -13,8 +11,6 @@ from urllib.parse import unquote, urlparse
 from .. import actions
 from ..models import RunReport
 from .options import Options
-
-log = logging.getLogger("pythia")
 
 
 def report_path(options: Options) -> Path:
@@ -41,7 +37,7 @@ def _dry_run_changes(report: RunReport) -> str:
     if not report.dry_run:
         return ""
     parts = []
-    for url in report.proposals_opened:
+    for url in report.proposals_previewed:
         if not url.startswith("file://"):
             continue
         patch = Path(unquote(urlparse(url).path)) / "change.patch"
@@ -54,40 +50,33 @@ def _dry_run_changes(report: RunReport) -> str:
     return "\n### Proposed changes\n\n" + "\n".join(parts) if parts else ""
 
 
-def finish(report: RunReport, options: Options) -> int:
-    """Summary, outputs and the exit code: non-zero only when nothing could run."""
+def record(report: RunReport, options: Options) -> Path:
+    """The JSON report and the action's outputs, which every mode leaves behind."""
     path = report_path(options)
     write_report(report, path)
-    actions.add_summary(actions.render_summary(report) + _dry_run_changes(report))
     actions.write_outputs(report, path)
+    return path
+
+
+def finish(report: RunReport, options: Options) -> int:
+    """Summary, outputs, annotations and the exit code: non-zero exactly when a problem is an
+    error (a fatal one, no stream read, or not one proposal published)."""
+    record(report, options)
+    actions.add_summary(actions.render_summary(report) + _dry_run_changes(report))
     if options.json:
         print(report_json(report))
     else:
         _print_lines(report)
-    for stream in report.streams:
-        if stream.error:
-            log.warning("stream %s: %s", stream.stream, stream.error)
-    if report.fatal:
-        print(f"error: {report.fatal}", file=sys.stderr)
-        return 1
-    if report.streams and all(
-        stream.error and not stream.messages_read for stream in report.streams
-    ):
-        print("error: no stream could be read", file=sys.stderr)
-        return 1
-    return 0
+    found = actions.problems(report)
+    actions.annotate(found, actions=options.in_actions)
+    return 1 if any(problem.level == "error" for problem in found) else 0
 
 
 def _print_lines(report: RunReport) -> None:
     for url in report.proposals_opened:
         print(f"proposed: {report.proposal_lines.get(url, '')} -> {url}")
+    for url in report.proposals_previewed:
+        print(f"would open: {report.proposal_lines.get(url, '')} -> {url}")
     for url in report.proposals_updated:
         print(f"new evidence: {report.proposal_lines.get(url, '')} -> {url}")
-    print(
-        f"read {report.messages_read} messages, classified {report.threads_classified} "
-        f"threads, opened {len(report.proposals_opened)}, updated "
-        f"{len(report.proposals_updated)}, skipped {len(report.skipped)}, "
-        f"failed {len(report.failed)}"
-    )
-    if report.stopped_early:
-        print(f"stopped early: {report.stopped_early}")
+    print(actions.outcome_line(report))

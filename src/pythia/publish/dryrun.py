@@ -64,7 +64,7 @@ class DryRunPublisher:
         (folder / "proposal.md").write_text(f"# {proposal.title}\n\n{body}", encoding="utf-8")
         (folder / "change.patch").write_text(proposal.diff, encoding="utf-8")
         self._threads[proposal.fingerprint] = [proposal.thread_key]
-        return Published(action="opened", url=folder.resolve().as_uri(), reason="dry run")
+        return Published(action="previewed", url=folder.resolve().as_uri(), reason="dry run")
 
     def _add_evidence(self, proposal: Proposal, folder: Path, threads: list[str]) -> Published:
         """A later conversation on a proposal of this run: what a real run adds to its PR as

@@ -136,12 +136,13 @@ class GitHubPublisher:
         try:
             return self._publish(proposal)
         except _API_ERRORS as error:
-            reason = _describe(error)
+            reason = _describe(error, self.repository)
             if _outage(error):
-                raise PublisherUnavailable(
-                    f"GitHub is not answering ({reason}); publishing resumes next run"
-                ) from None
-            raise PublishError(f"could not publish '{proposal.title}': {reason}") from None
+                message = f"GitHub is not answering ({reason}); publishing resumes next run"
+                raise PublisherUnavailable(message, cause=message) from None
+            raise PublishError(
+                f"could not publish '{proposal.title}': {reason}", cause=reason
+            ) from None
 
     def _publish(self, proposal: Proposal) -> Published:
         entry = self.ledger.get(proposal.fingerprint)
@@ -237,15 +238,17 @@ class GitHubPublisher:
             self.branches.push(sha, branch, expected=self.branches.remote_head(branch))
             pr = self._create_pull(proposal, branch=branch, base=base)
         except (*_API_ERRORS, git.GitCommandError, _Stale) as error:
-            reason = _describe(error)
+            reason = _describe(error, self.repository)
             if _blocked(error):
                 self._record(proposal, entry, status="waiting", reason=reason, branch=branch)
                 raise PublishingBlocked(
-                    f"GitHub refused to let Pythia open a PR ({reason[:160]}); {BLOCKED_HINT}"
+                    f"GitHub refused to let Pythia open a PR ({reason[:200]}); {BLOCKED_HINT}"
                 ) from None
             self._record(proposal, entry, status="failed", reason=reason, branch=branch)
             failure = PublisherUnavailable if _outage(error) else PublishError
-            raise failure(f"could not open a PR for '{proposal.title}': {reason}") from None
+            raise failure(
+                f"could not open a PR for '{proposal.title}': {reason}", cause=reason
+            ) from None
         self._label(pr, [*self.config.labels, proposal.category])
         self.open_prs().append(pr)
         self.opened_this_run += 1
@@ -290,7 +293,7 @@ class GitHubPublisher:
         try:
             pr.add_to_labels(*self._ensure_labels(names))
         except _API_ERRORS as error:
-            log.warning("could not label #%s: %s", pr.number, _describe(error))
+            log.warning("could not label #%s: %s", pr.number, _describe(error, self.repository))
 
     def _ensure_labels(self, names: Sequence[str]) -> list[str]:
         wanted = list(dict.fromkeys(n for n in names if n and n != "no-doc-value"))
@@ -382,10 +385,18 @@ def _lazy_repo(github: Github, repository: str) -> Repository:
     return github.withLazy(True).get_repo(repository)
 
 
-def _describe(error: BaseException) -> str:
+def _describe(error: BaseException, repository: str) -> str:
+    """One line naming what failed, and for API errors the repository asked about."""
     if isinstance(error, GithubException):
         data = error.data if isinstance(error.data, dict) else {}
-        text = f"GitHub answered {error.status}: {data.get('message', '')}".strip(": ")
+        text = f"GitHub answered {error.status} for {repository}: {data.get('message', '')}"
+        text = text.strip(": ")
+        if error.status == 404:
+            # GitHub answers 404, not 403, for a repository the token may not see.
+            text += (
+                f" (is GITHUB_REPOSITORY '{repository}' the owner/name of this repository, "
+                "and may the workflow's token read it?)"
+            )
     elif isinstance(error, git.GitCommandError):
         lines = [x for x in str(error.stderr).splitlines() if x.strip()]
         text = f"git {error.command[1] if len(error.command) > 1 else ''} failed: " + (
