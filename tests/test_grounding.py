@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pythia.docscheck import LineRole, check_docs
+from pythia.docscheck import check_docs
 from pythia.edits import apply_edits
 from pythia.grounding import (
     Claim,
@@ -22,6 +22,7 @@ from pythia.grounding import (
     refusal_reason,
 )
 from pythia.models import Edit
+from pythia.pages import LineRole
 
 DOCS_ROOT = Path(__file__).parent / "fixtures" / "sample-docs"
 DOCS = {

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from .docscheck import LineRole, read_page
 from .links import find_links
+from .pages import LineRole, read_page
 
 __all__ = [
     "KIND_NAMES",
