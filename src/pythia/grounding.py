@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from .chattext import as_typed
 from .links import find_links
 from .pages import LineRole, read_page
 
@@ -87,31 +88,8 @@ class LineSupport:
     messages: tuple[int, ...]
 
 
-# ---------------------------------------------------------------- normalising text
-
-_DASHES = re.compile(r"(?<![\w-])[\u2014\u2013\u2012\u2015](?=[A-Za-z])")
-_TRANSLATE = str.maketrans(
-    {
-        "\u2018": "'",
-        "\u2019": "'",
-        "\u201c": '"',
-        "\u201d": '"',
-        "\u2011": "-",
-        "\u00a0": " ",
-        "\u202f": " ",
-        "\u200b": "",
-        "\ufeff": "",
-    }
-)
-
-
 def _word_set(words: str) -> frozenset[str]:
     return frozenset(words.split())
-
-
-def _normal(text: str) -> str:
-    """Text as typed before a chat client 'improved' it: straight quotes, `--` not a dash."""
-    return _DASHES.sub("--", text.translate(_TRANSLATE))
 
 
 # ---------------------------------------------------------------- reading claims
@@ -311,7 +289,7 @@ def _code_claims(line: str, language: str = "") -> list[Claim]:
         if _TOML_LINE.match(comment):
             return _code_claims(comment.strip(), "toml")
     claims = _prose_claims(comment) if comment.strip() else []
-    text = _PROMPT.sub("", _normal(code).strip())
+    text = _PROMPT.sub("", as_typed(code).strip())
     if not text:
         return claims
     table = re.fullmatch(r"\[\[?\s*([^\]]+?)\s*\]\]?", text)
@@ -503,7 +481,7 @@ def _soft_claims(text: str, *, heading: bool) -> list[Claim]:
 def _prose_claims(text: str, *, heading: bool = False) -> list[Claim]:
     """The claims of a line of prose: code spans, URLs, bare code-like words, numbers, names."""
     claims: list[Claim] = []
-    text = _normal(text)
+    text = as_typed(text)
     heading = heading or bool(_CONTAINER_TITLE.match(text))
     text = _strip_line_markup(text)
 
@@ -586,7 +564,7 @@ class Grounds:
     """The texts a claim may rest on (the cited messages and the docs), searched literally."""
 
     def __init__(self, texts: Iterable[str]) -> None:
-        self.text = "\n".join(_normal(text) for text in texts)
+        self.text = "\n".join(as_typed(text) for text in texts)
         self._lower = self.text.lower()
 
     def has(self, needle: str, kind: str, *, exact: bool = False) -> bool:
@@ -734,7 +712,7 @@ def _stem(word: str) -> str:
 def _content_words(text: str) -> set[str]:
     return {
         _stem(word)
-        for word in re.findall(r"[a-z][a-z0-9_-]+", _normal(text).lower())
+        for word in re.findall(r"[a-z][a-z0-9_-]+", as_typed(text).lower())
         if len(word) >= 4 and word not in _STOP_WORDS
     }
 
