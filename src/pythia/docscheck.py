@@ -1,5 +1,4 @@
-"""Checking an edited docs tree for what the edit broke: Markdown structure, relative links and
-anchors, and a repository's own build command run in a scratch copy without secrets.
+"""What an edit breaks in a docs tree: Markdown structure, relative links and their anchors.
 
 Only new problems count: a page's problems after the edit are compared with the same page's
 problems before it, so a docs tree with old broken links can still take a good edit.
@@ -7,33 +6,37 @@ CommonMark never fails to parse, so "does not parse" is made concrete: a fenced 
 open (the rest of the page becomes code), front matter that is no longer valid YAML, an HTML
 comment left open (the rest of the page disappears). reStructuredText and other non-Markdown
 pages get no structural checks; MDX pages get the Markdown ones except HTML comments.
+Pages are read by `pages`; a repository's own build command is run by `checkcommand`.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
 import posixpath
 import re
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
-import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import unquote
 
 import yaml
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
 
-from .chunking import Slugger, heading_text
-from .edits import normalise_path
+from .checkcommand import (
+    CommandResult,
+    build_scratch,
+    command_environment,
+    run_check_command,
+    scratch_copy,
+)
+from .pages import (
+    MARKDOWN_SUFFIXES,
+    LineRole,
+    Page,
+    PageLink,
+    page_anchors,
+    page_links,
+    read_page,
+)
 
 __all__ = [
     "MARKDOWN_SUFFIXES",
@@ -53,283 +56,8 @@ __all__ = [
     "scratch_copy",
 ]
 
-MARKDOWN_SUFFIXES = (".md", ".markdown", ".mdx")
-RST_SUFFIXES = (".rst",)
 
-_PARSER = MarkdownIt("commonmark").enable("table")
-
-
-# ---------------------------------------------------------------- reading a page
-
-
-@dataclass(frozen=True)
-class LineRole:
-    """What one source line of a page is.
-
-    `kind` is one of "blank", "prose", "heading", "html", "code" (inside a code block),
-    "markup" (a fence, an RST underline or directive: structure, no content) and
-    "front-matter". `language` is the code block's info string's first word.
-    """
-
-    kind: str
-    language: str = ""
-
-
-@dataclass(frozen=True)
-class Page:
-    """A docs page read once: its lines, what each line is, and its Markdown tokens."""
-
-    path: str
-    lines: tuple[str, ...]
-    roles: tuple[LineRole, ...]
-    tokens: tuple[Token, ...] = ()
-    front_matter_end: int | None = None  # index of the closing '---' line
-    unclosed_fences: tuple[int, ...] = ()  # index of each fence line that is never closed
-
-    @property
-    def is_markdown(self) -> bool:
-        return self.path.lower().endswith(MARKDOWN_SUFFIXES)
-
-
-_BLANK = LineRole("blank")
-_PROSE = LineRole("prose")
-
-# mkdocs-material admonitions (`!!! note`), collapsible blocks (`??? tip`, `???+ tip`) and
-# content tabs (`=== "Linux"`) hold 4-space indented Markdown, which CommonMark alone reads as
-# an indented code block (https://squidfunk.github.io/mkdocs-material/reference/admonitions/).
-_CONTAINER = re.compile(r"^\s*(?:(?:!!!|\?\?\?\+?)\s+[\w-]+|===\+?\s+[\"'])")
-
-
-def _open_containers(lines: Sequence[str]) -> list[str]:
-    """The lines with mkdocs containers' bodies dedented, so they parse as the Markdown they are.
-
-    Line numbers are kept: only leading spaces are removed.
-    """
-    result: list[str] = []
-    stack: list[int] = []  # the content indent of each open container, in the original text
-    for line in lines:
-        if not line.strip():
-            result.append(line)
-            continue
-        indent = len(line) - len(line.lstrip(" "))
-        while stack and indent < stack[-1]:
-            stack.pop()
-        result.append(line[4 * len(stack) :] if stack else line)
-        if _CONTAINER.match(line):
-            stack.append(indent + 4)
-    return result
-
-
-def _front_matter_end(lines: Sequence[str]) -> int | None:
-    """The index of the line closing a leading `---` YAML block, or None when there is none."""
-    if not lines or lines[0].rstrip() != "---":
-        return None
-    for number, line in enumerate(lines[1:], start=1):
-        if line.rstrip() in ("---", "..."):
-            return number
-    return None
-
-
-def _fence_closed(token: Token, lines: Sequence[str]) -> bool:
-    assert token.map is not None
-    start, end = token.map
-    if end - start < 2 or end > len(lines):
-        return False
-    last = re.sub(r"^[\s>]*", "", lines[end - 1])
-    char, length = token.markup[0], len(token.markup)
-    return re.fullmatch(rf"{re.escape(char)}{{{length},}}\s*", last) is not None
-
-
-def read_page(text: str, *, path: str) -> Page:
-    """Read a page: Markdown (and MDX) through markdown-it, RST by its literal blocks."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").removeprefix("\ufeff")
-    lines = text.split("\n")
-    lower = path.lower()
-    if lower.endswith(RST_SUFFIXES):
-        return Page(path, tuple(lines), tuple(_rst_roles(lines)))
-    if not lower.endswith(MARKDOWN_SUFFIXES):
-        return Page(path, tuple(lines), tuple(_BLANK if not x.strip() else _PROSE for x in lines))
-    front_end = _front_matter_end(lines)
-    body = list(lines)
-    if front_end is not None:
-        body[: front_end + 1] = [""] * (front_end + 1)
-    body = _open_containers(body)
-    tokens = _PARSER.parse("\n".join(body))
-    roles = [_BLANK if not line.strip() else _PROSE for line in lines]
-    unclosed: list[int] = []
-    for token in tokens:
-        if token.map is None:
-            continue
-        start, end = token.map
-        if token.type == "fence":
-            language = token.info.split()[0].strip("{}.") if token.info.strip() else ""
-            closed = _fence_closed(token, body)
-            if not closed:
-                unclosed.append(start)
-            roles[start] = LineRole("markup", language)
-            for number in range(start + 1, end - 1 if closed else end):
-                roles[number] = LineRole("code", language)
-            if closed:
-                roles[end - 1] = LineRole("markup", language)
-        elif token.type == "code_block":
-            for number in range(start, end):
-                if lines[number].strip():
-                    roles[number] = LineRole("code")
-        elif token.type == "heading_open":
-            for number in range(start, end):
-                roles[number] = LineRole("heading")
-        elif token.type == "html_block":
-            for number in range(start, end):
-                if lines[number].strip():
-                    roles[number] = LineRole("html")
-    if front_end is not None:
-        for number in range(front_end + 1):
-            roles[number] = LineRole("front-matter")
-    return Page(path, tuple(lines), tuple(roles), tuple(tokens), front_end, tuple(unclosed))
-
-
-_RST_UNDERLINE = re.compile(r"""([=\-~^"'`#*+<>:._])\1{2,}""")
-_RST_DIRECTIVE = re.compile(r"^\.\.\s+([\w:-]+)::\s*(.*)$")
-_RST_CODE_DIRECTIVES = frozenset(
-    {"code-block", "code", "sourcecode", "highlight", "literalinclude"}
-)
-_RST_OPTION = re.compile(r"^\s+:[\w-]+:(?:\s|$)")
-
-
-def _rst_roles(lines: Sequence[str]) -> list[LineRole]:
-    """Roles of RST lines: literal blocks (after `::` or a code directive) are code."""
-    roles: list[LineRole] = []
-    opener: int | None = None  # indent of the line that announced a literal block
-    inside: int | None = None  # indent of the line whose literal block we are in
-    language = ""
-    for line in lines:
-        if not line.strip():
-            roles.append(_BLANK)
-            continue
-        indent = len(line) - len(line.lstrip())
-        if inside is not None and indent > inside:
-            roles.append(
-                LineRole("markup") if _RST_OPTION.match(line) else LineRole("code", language)
-            )
-            continue
-        inside = None
-        if opener is not None and indent > opener:
-            inside, opener = opener, None
-            roles.append(
-                LineRole("markup") if _RST_OPTION.match(line) else LineRole("code", language)
-            )
-            continue
-        opener = None
-        stripped = line.strip()
-        directive = _RST_DIRECTIVE.match(stripped)
-        if _RST_UNDERLINE.fullmatch(stripped):
-            roles.append(LineRole("markup"))
-        elif directive and directive.group(1) in _RST_CODE_DIRECTIVES:
-            opener, language = indent, directive.group(2).strip()
-            roles.append(LineRole("markup"))
-        elif stripped.endswith("::"):
-            opener, language = indent, ""
-            roles.append(_PROSE)
-        else:
-            roles.append(_PROSE)
-    return roles
-
-
-# ---------------------------------------------------------------- links and anchors
-
-
-@dataclass(frozen=True)
-class PageLink:
-    """A link or image target as written on a page, with its 0-based line."""
-
-    target: str
-    line: int
-
-
-_HTML_TARGET = re.compile(r"""(?i)\b(?:href|src)\s*=\s*["']([^"']+)["']""")
-
-
-def _line_of(target: str, lines: Sequence[str], start: int, end: int) -> int:
-    for candidate in (target, unquote(target)):
-        for number in range(start, min(end, len(lines))):
-            if candidate in lines[number]:
-                return number
-    return start
-
-
-def page_links(page: Page) -> list[PageLink]:
-    """Every link and image target of a Markdown page (Markdown syntax and raw HTML)."""
-    found: list[PageLink] = []
-    for token in page.tokens:
-        if token.map is None:
-            continue
-        start, end = token.map
-        if token.type == "html_block":
-            found.extend(
-                PageLink(match.group(1), _line_of(match.group(1), page.lines, start, end))
-                for match in _HTML_TARGET.finditer(token.content)
-            )
-            continue
-        if token.type != "inline":
-            continue
-        for child in token.children or []:
-            targets: list[str] = []
-            if child.type == "link_open":
-                targets = [str(child.attrs.get("href", ""))]
-            elif child.type == "image":
-                targets = [str(child.attrs.get("src", ""))]
-            elif child.type == "html_inline":
-                targets = [match.group(1) for match in _HTML_TARGET.finditer(child.content)]
-            found.extend(
-                PageLink(target, _line_of(target, page.lines, start, end))
-                for target in targets
-                if target
-            )
-    return found
-
-
-def _toc_slug(text: str, *, ascii_only: bool) -> str:
-    """Python-Markdown's toc slug (mkdocs' default): word characters, '-' for spaces."""
-    value = unicodedata.normalize("NFKD", text)
-    if ascii_only:
-        value = value.encode("ascii", "ignore").decode("ascii")
-    value = re.sub(r"[^\w\s-]", "", value).strip().lower()
-    return re.sub(r"[-\s]+", "-", value)
-
-
-_ATTR_LIST = re.compile(r"\s*\{:?\s*([^}]*)\}\s*$")
-_EXPLICIT_ID = re.compile(r"\{[^}\n]*#([\w:.-]+)[^}\n]*\}")
-_HTML_ID = re.compile(r"""(?i)\b(?:id|name)\s*=\s*["']([^"']+)["']""")
-
-
-def page_anchors(page: Page) -> set[str]:
-    """Every `#fragment` a Markdown page answers to, lower case.
-
-    Heading slugs are given as GitHub makes them and as Python-Markdown (mkdocs) does, with
-    each one's suffix for repeated headings; explicit `{#id}` attributes and HTML `id`/`name`
-    attributes count too. Accepting any of them keeps a link that works on one renderer from
-    being called broken.
-    """
-    anchors: set[str] = set()
-    github = Slugger()
-    seen: Counter[str] = Counter()
-    for index, token in enumerate(page.tokens):
-        if token.type != "heading_open" or index + 1 >= len(page.tokens):
-            continue
-        text = heading_text(page.tokens[index + 1])
-        attributes = _ATTR_LIST.search(text)
-        if attributes:
-            anchors.update(re.findall(r"#([\w:.-]+)", attributes.group(1)))
-            text = text[: attributes.start()]
-        anchors.add(github.slug(text))
-        for ascii_only in (True, False):
-            slug = _toc_slug(text, ascii_only=ascii_only)
-            anchors.add(f"{slug}_{seen[slug]}" if seen[slug] else slug)
-        seen[_toc_slug(text, ascii_only=True)] += 1
-    body = "\n".join(page.lines)
-    anchors.update(_EXPLICIT_ID.findall(body))
-    anchors.update(_HTML_ID.findall(body))
-    return {anchor.lower() for anchor in anchors}
+# ---------------------------------------------------------------- where a link leads
 
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -651,205 +379,3 @@ def docs_feedback(problems: Sequence[Problem]) -> str:
     lines.extend(f"- {problem.message}" for problem in problems)
     lines.append("Send the whole proposal again with these fixed.")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------- a repository's own check
-
-
-# The variables a build tool needs to find itself and read text; everything else is dropped.
-_KEPT_ENVIRONMENT = frozenset(
-    {
-        "PATH",
-        "HOME",
-        "LANG",
-        "LANGUAGE",
-        "TZ",
-        "TERM",
-        "TMPDIR",
-        "USER",
-        "LOGNAME",
-        "SHELL",
-        "PYTHONIOENCODING",
-        "CI",
-        "SYSTEMROOT",
-        "COMSPEC",
-        "PATHEXT",
-    }
-)
-# Never passed, even when asked for by name: the names Pythia's own secrets and tokens use.
-_SECRET_NAME = re.compile(
-    r"(?i)TOKEN|SECRET|PASSW|CREDENTIAL|_KEY$|_KEY_|^KEY_|APIKEY|_SESSION$|AUTH"
-    r"|^GEMINI_|^GOOGLE_|^TELEGRAM_|^ZULIP_|^GITHUB_|^ACTIONS_|^INPUT_|^AWS_|^AZURE_"
-)
-
-
-def command_environment(environ: Mapping[str, str], *, keep: Iterable[str] = ()) -> dict[str, str]:
-    """The environment a docs check command runs with: PATH, HOME, locale and little else.
-
-    `keep` adds variables by name (a build may need one), but a name that looks like a secret
-    is dropped all the same.
-    """
-    wanted = _KEPT_ENVIRONMENT | set(keep)
-    return {
-        name: value
-        for name, value in environ.items()
-        if (name in wanted or name.startswith("LC_")) and not _SECRET_NAME.search(name)
-    }
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """How a docs check command ended: ok, or its exit code and its last lines of output."""
-
-    command: str
-    ok: bool
-    exit_code: int | None  # None when it was stopped at the time limit
-    timed_out: bool
-    tail: str
-    seconds: float
-    timeout: float
-
-    def feedback(self) -> str:
-        """The failure as a message for the model (and a refusal reason), or '' when ok."""
-        if self.ok:
-            return ""
-        if self.timed_out:
-            head = (
-                f"The docs check `{self.command}` did not finish within {self.timeout:g} s on "
-                "the edited docs."
-            )
-        else:
-            head = (
-                f"The docs check `{self.command}` failed (exit {self.exit_code}) "
-                "on the edited docs."
-            )
-        if not self.tail:
-            return head + " It printed nothing."
-        return (
-            f"{head} Its last lines:\n```\n{self.tail}\n```\nChange the edit so the check passes."
-        )
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
-_TAIL_BYTES = 64 * 1024
-_LINE_CHARS = 300
-
-
-def _tail(raw: bytes, max_lines: int) -> str:
-    text = _ANSI.sub("", raw.decode("utf-8", errors="replace")).replace("\r\n", "\n")
-    lines = [line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n")]
-    while lines and not lines[-1]:
-        lines.pop()
-    kept = lines[-max_lines:] if max_lines > 0 else []
-    return "\n".join(
-        line if len(line) <= _LINE_CHARS else line[: _LINE_CHARS - 1] + "…" for line in kept
-    )
-
-
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-def run_check_command(
-    command: str,
-    *,
-    cwd: Path,
-    environ: Mapping[str, str],
-    timeout: float = 300.0,
-    keep_env: Iterable[str] = (),
-    max_lines: int = 20,
-) -> CommandResult:
-    """Run a repository's docs check (`mkdocs build --strict`) in `cwd` through the shell.
-
-    The command sees only `command_environment(environ)`, reads nothing on stdin, and is killed
-    with everything it started when `timeout` seconds pass. Output goes to a file, so a chatty
-    build never blocks on a full pipe; only its last `max_lines` lines are kept.
-    """
-    env = command_environment(environ, keep=keep_env)
-    started = time.monotonic()
-    with tempfile.TemporaryFile() as output:
-        process = subprocess.Popen(
-            command,
-            shell=True,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so a timeout kills its children
-        )
-        timed_out = False
-        try:
-            exit_code: int | None = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out, exit_code = True, None
-        finally:
-            _kill_group(process)  # also ends anything it left running in the background
-            process.wait()
-        seconds = time.monotonic() - started
-        size = output.seek(0, os.SEEK_END)
-        output.seek(max(0, size - _TAIL_BYTES))
-        raw = output.read()
-    return CommandResult(
-        command=command,
-        ok=not timed_out and exit_code == 0,
-        exit_code=exit_code,
-        timed_out=timed_out,
-        tail=_tail(raw, max_lines),
-        seconds=seconds,
-        timeout=timeout,
-    )
-
-
-# Installed trees a build uses as they are: linked into the scratch copy, never copied.
-LINKED_DIRS = ("node_modules", ".venv", "venv")
-
-
-def build_scratch(
-    repo_root: Path,
-    changed: Mapping[str, str],
-    into: Path,
-    *,
-    linked: Sequence[str] = LINKED_DIRS,
-) -> Path:
-    """Copy the repository at `repo_root` into `into`, then write the changed files over it.
-
-    `.git` is left out (the check must not see the token checkout stored there); folders named
-    in `linked` are symlinked instead of copied. Changed paths are repository-relative and may
-    not leave the copy.
-    """
-    repo_root = repo_root.resolve()
-    skipped: list[tuple[Path, str]] = []
-
-    def ignore(folder: str, names: list[str]) -> set[str]:
-        dropped = {name for name in names if name == ".git"}
-        for name in names:
-            if name in linked and (Path(folder) / name).is_dir():
-                skipped.append((Path(folder), name))
-                dropped.add(name)
-        return dropped
-
-    shutil.copytree(repo_root, into, symlinks=True, ignore=ignore, dirs_exist_ok=True)
-    root = into.resolve()
-    for folder, name in skipped:
-        (root / folder.relative_to(repo_root) / name).symlink_to(folder / name)
-    for path, text in changed.items():
-        target = root / normalise_path(path)
-        parent = target.parent
-        parent.mkdir(parents=True, exist_ok=True)
-        if not parent.resolve().is_relative_to(root):
-            raise ValueError(f"{path} leads outside the scratch copy; it cannot be written.")
-        if target.is_symlink():
-            target.unlink()
-        target.write_text(text, encoding="utf-8", newline="")
-    return root
-
-
-@contextmanager
-def scratch_copy(
-    repo_root: Path, changed: Mapping[str, str], *, linked: Sequence[str] = LINKED_DIRS
-) -> Iterator[Path]:
-    """A temporary copy of the repository with the edit applied, removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="pythia-check-") as folder:
-        yield build_scratch(repo_root, changed, Path(folder) / "repo", linked=linked)

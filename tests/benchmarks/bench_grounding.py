@@ -32,16 +32,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "src")]
 
-from pythia.docscheck import check_docs, read_page  # noqa: E402
+from pythia.claims import line_claims  # noqa: E402
+from pythia.docscheck import check_docs  # noqa: E402
 from pythia.edits import apply_edits  # noqa: E402
 from pythia.grounding import (  # noqa: E402
     Grounds,
     added_lines,
     attribute_lines,
     find_ungrounded,
-    line_claims,
 )
 from pythia.models import Edit  # noqa: E402
+from pythia.pages import read_page  # noqa: E402
 
 CASES = ROOT / "tests" / "fixtures" / "grounding" / "uv-faithful.jsonl"
 GENERATED = ("reference/cli.md", "reference/settings.md", "reference/environment.md")
