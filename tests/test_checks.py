@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from doubles import ScriptedLLM
+from pythia.checkcommand import run_check_command
 from pythia.checks import BROKEN_DOCS, FAILED_BUILD, UNGROUNDED, EditChecks
-from pythia.docscheck import run_check_command
 from pythia.propose import Refused, propose
 from test_propose import CONFIG, FILES, POLICY, THREAD, VERDICT, reply, search
 
@@ -111,7 +111,7 @@ def test_the_repositorys_own_build_must_pass(tmp_path: Path) -> None:
     )
 
     def build(after: dict[str, str]) -> object:
-        from pythia.docscheck import scratch_copy
+        from pythia.checkcommand import scratch_copy
 
         with scratch_copy(tmp_path, after) as folder:
             return run_check_command(

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from .docscheck import CommandResult, check_docs, docs_feedback
+from .checkcommand import CommandResult
+from .docscheck import check_docs, docs_feedback
 from .grounding import find_ungrounded, grounding_feedback, refusal_reason
 
 # Refusal kinds, as the run report and the dashboard count them.

@@ -35,7 +35,7 @@ from .options import Options
 from .workspace import UserError, Workspace
 
 if TYPE_CHECKING:
-    from ..docscheck import CommandResult
+    from ..checkcommand import CommandResult
     from ..publish.dryrun import DryRunPublisher
     from ..publish.github import GitHubPublisher
 
@@ -257,7 +257,7 @@ def edit_checks(workspace: Workspace, options: Options, docs_texts: Sequence[str
     if docs.check_command:
 
         def build(after: Mapping[str, str]) -> CommandResult:
-            from ..docscheck import run_check_command, scratch_copy
+            from ..checkcommand import run_check_command, scratch_copy
 
             with scratch_copy(workspace.root, after) as folder:
                 return run_check_command(
