@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .models import Demand, Hit, Thread, Verdict
-from .propose import fingerprint, fuse
+from .handles import member_handles
+from .models import Demand, Evidence, Hit, Proposal, Thread, Verdict
+from .propose import fingerprint, fuse, quote_of
+from .safety import defang_proposal, sanitize_for_publishing
 from .state import TERMINAL, Ledger, LedgerEntry
 
+EVIDENCE_PER_THREAD = 5  # messages of each new conversation shown on an open PR
 # How deep in a conversation's results an open or waiting proposal's section may be found.
 MATCH_DEPTH = 3
 _RANK = {"open": 3, "waiting": 2}
@@ -98,3 +101,76 @@ def below_threshold(demand: Demand, *, min_conversations: int, min_people: int) 
     if people < min_people:
         return f"asked by {people} of the {min_people} people publish.min_people asks for"
     return ""
+
+
+def evidence_for(
+    group: Group,
+    entry: LedgerEntry,
+    *,
+    quotes: bool,
+    docs_domains: set[str],
+    allowed_domains: Sequence[str],
+) -> Proposal:
+    """New conversations for an open PR, as the evidence comment shows them; no model call."""
+    first = group.threads[0]
+    messages = [m for thread in group.threads for m in thread.messages[:EVIDENCE_PER_THREAD]]
+    summaries = dict.fromkeys(" ".join(i.verdict.summary.split()) for i in group.asked)
+    members = member_handles(m for thread in group.threads for m in thread.messages)
+    return defang_proposal(
+        Proposal(
+            fingerprint=entry.fingerprint,
+            stream=first.stream,
+            thread_key=first.key,
+            category=entry.category or group.asked[0].verdict.category,
+            title=entry.title,
+            summary=sanitize_for_publishing(" ".join(s for s in summaries if s), members=members),
+            reasoning="",
+            confidence=entry.confidence,
+            edits=(),
+            diff="",
+            files=(),
+            evidence=tuple(
+                Evidence(
+                    message_id=m.id,
+                    author=m.author,
+                    sent_at=m.sent_at,
+                    quote=quote_of(m.text, members=members) if quotes else "",
+                    permalink=m.permalink,
+                )
+                for m in messages
+            ),
+            demand=group.demand.merged(entry.demand()),
+        ),
+        docs_domains=docs_domains,
+        allowed_domains=allowed_domains,
+    )
+
+
+def remember(
+    ledger: Ledger,
+    fingerprint: str,
+    group: Group,
+    *,
+    reason: str = "",
+    earlier: LedgerEntry | None = None,
+) -> None:
+    """Add the group's demand (ids and counts only) and its section to a ledger entry; with
+    `reason`, a gap still waiting for demand gets an entry of its own."""
+    entry = ledger.get(fingerprint)
+    if entry is None:
+        if not reason:
+            return  # a publisher that keeps no ledger (a dry run, a test double)
+        top = group.hits(1)
+        entry = LedgerEntry(
+            fingerprint=fingerprint,
+            status="waiting",
+            category=group.asked[0].verdict.category,
+            title=f"{top[0].path} › {top[0].heading}" if top and top[0].heading else "",
+        )
+    if reason:
+        entry = entry.model_copy(update={"reason": reason})
+    entry = entry.with_demand(group.demand)
+    if earlier is not None:
+        entry = entry.with_demand(earlier.demand())
+    targets = {*entry.targets, group.key, *(earlier.targets if earlier else ())}
+    ledger.put(entry.model_copy(update={"targets": sorted(targets)}))

@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import actions, db, index, pipeline, retrieval_eval, threads
+from .. import actions, db, index, retrieval_eval, threads
+from ..ingest import ingest
 from ..models import Hit
 from ..ports import Embedder
 from ..search import SearchIndex
@@ -160,7 +161,7 @@ def cmd_ingest(workspace: Workspace, options: Options) -> int:
     results = []
     with open_storage(workspace, options) as storage:
         for source in sources:
-            read = pipeline.ingest(source, config=config, store=storage.store, now=now)
+            read = ingest(source, config=config, store=storage.store, now=now)
             report = read.report
             entry: dict[str, Any] = {"stream": source.stream, "watermark": report.watermark_before}
             if report.error and read.after is None:
