@@ -206,9 +206,9 @@ def test_the_job_summary_and_outputs_go_where_github_points(
     assert code == 0
     text = summary.read_text(encoding="utf-8")
     assert text.startswith("earlier step\n## Pythia run (dry run)\n")  # appended, not replaced
-    assert "| kestrel-users | 39 | 14 | 14 | – → 42 |  |" in text
+    assert "| kestrel-users | 39 | 15 | 15 | – → 42 |  |" in text
     assert "| troubleshooting | 3 |" in text and "| update | 1 |" in text
-    assert "| dropped by the prefilter | 1 |" in text
+    assert "| dropped by the prefilter | 2 |" in text
     # a dry run opens nothing: it says what it would open
     assert len(re.findall(r"^\| would open \| .+ \| file://", text, re.MULTILINE)) == 3
     assert "| opened |" not in text
@@ -519,8 +519,8 @@ def test_ingest_json_shows_what_a_run_would_read_and_changes_nothing(
         "stream": "kestrel-users",
         "watermark": None,
         "new_messages": 39,
-        "threads": 14,
-        "settled_threads": 14,
+        "threads": 15,
+        "settled_threads": 15,
         "unsettled_threads": 0,
         "watermark_if_all_settled_recorded": 42,
         "interrupted": None,
@@ -529,7 +529,7 @@ def test_ingest_json_shows_what_a_run_would_read_and_changes_nothing(
 
     _, stdout, _ = pythia(capsys, "ingest", "--repo", repo)
     assert stdout == (
-        "kestrel-users: 39 new messages in 14 threads (14 settled); watermark None -> 42\n"
+        "kestrel-users: 39 new messages in 15 threads (15 settled); watermark None -> 42\n"
     )
 
 

@@ -235,3 +235,27 @@ def test_a_late_reply_to_a_judged_thread_is_judged_alone_with_the_thread_as_cont
     assert reply.message_ids == (4,)
     assert [m.id for m in reply.context] == [1, 2, 3]
     assert pipeline.watermark == 4
+
+
+def test_a_greeting_neither_joins_nor_glues_conversations() -> None:
+    from pythia.config import Prefilter
+    from pythia.threads import noise_rule
+
+    at = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+
+    def say(number: int, minutes: int, text: str, reply_to: int | None = None) -> Message:
+        return Message("s", number, f"user-{number}", at + timedelta(minutes=minutes), text,
+                       reply_to=reply_to)  # fmt: skip
+
+    messages = [
+        say(1, 0, "the build cache is never hit on CI, any idea?"),
+        say(2, 20, "hi all 👋"),  # within the gap of 1 and of 3
+        say(3, 40, "how do I pin the python version for a workspace?"),
+        say(4, 45, "thanks!", reply_to=1),
+    ]
+    noise = noise_rule(Prefilter())
+    grouped = group_threads(messages, gap_minutes=30, context_messages=0, noise=noise)
+    assert [[m.id for m in t.messages] for t in grouped] == [[1, 4], [2], [3]]
+    # Without the rule the greeting bridges both questions into one conversation.
+    glued = group_threads(messages, gap_minutes=30, context_messages=0)
+    assert [[m.id for m in t.messages] for t in glued] == [[1, 2, 3, 4]]

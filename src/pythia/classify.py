@@ -8,7 +8,6 @@ they render to.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -22,7 +21,7 @@ from .config import Config
 from .models import Message, Thread, Verdict
 from .ports import LLM, GenerateRequest, LLMUnavailable, MalformedReply, one_line
 from .structured import generate_model, request_for
-from .threads import trim_thread
+from .threads import noise_rule, trim_thread
 from .usage import BudgetExhausted, estimate_tokens
 
 log = logging.getLogger(__name__)
@@ -66,13 +65,7 @@ class Classification:
 def prefilter(thread: Thread, config: Config) -> Thread | None:
     """The thread without noise messages, or None when nothing worth a model call is left."""
     rules = config.prefilter
-    patterns = [re.compile(pattern, re.IGNORECASE) for pattern in rules.ignore_patterns]
-
-    def noise(message: Message) -> bool:
-        if rules.ignore_bots and message.is_bot:
-            return True
-        return any(pattern.search(message.text) for pattern in patterns)
-
+    noise = noise_rule(rules)
     kept = tuple(message for message in thread.messages if not noise(message))
     if not kept or sum(len(message.text.strip()) for message in kept) < rules.min_chars:
         return None

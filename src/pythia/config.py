@@ -254,7 +254,8 @@ class Prefilter(Strict):
     ignore_bots: bool = Field(True, description="Drop messages sent by bots.")
     ignore_patterns: list[Regex] = Field(
         default_factory=lambda: [
-            r"^\s*(hi|hello|hey|thanks|thank you|thx|ty|ok|okay|\+1|lol|gm|bye)[\s!.]*$"
+            r"^[\W_]*(hi|hello|hey|yo|thanks|thank you|thx|ty|ok|okay|\+1|lol|gm|good morning"
+            r"|bye)(\s+(all|everyone|everybody|folks|guys|team|there|y'?all))?[\W_]*$"
         ],
         description="Regexes (case-insensitive); messages matching one are ignored.",
     )

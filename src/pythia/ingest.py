@@ -57,7 +57,11 @@ def ingest(
         log.info("stream %s: %s", source.stream, batch.interrupted)
     done = set(state.done_ids)
     grouped, settled = threading_.ready_threads(
-        batch.messages, done=done, now=now, settings=config.threads
+        batch.messages,
+        done=done,
+        now=now,
+        settings=config.threads,
+        noise=threading_.noise_rule(config.prefilter),
     )
     report.messages_read = sum(1 for message in batch.messages if message.id not in done)
     report.threads = len(grouped)

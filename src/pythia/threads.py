@@ -22,11 +22,11 @@ recorded are not judged again (`pending`), they only serve as context.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from .config import Threads
+from .config import Prefilter, Threads
 from .models import Message, Thread
 
 
@@ -34,33 +34,58 @@ from .models import Message, Thread
 class _Open:
     key: str | None
     messages: list[Message] = field(default_factory=list)
+    active_at: datetime | None = None  # its last message that was not noise
 
-    @property
-    def last_at(self) -> datetime:
-        return self.messages[-1].sent_at
+
+def noise_rule(rules: Prefilter) -> Callable[[Message], bool]:
+    """Whether a message is noise by the prefilter's rules (bots, greetings, thanks, +1)."""
+    patterns = [re.compile(pattern, re.IGNORECASE) for pattern in rules.ignore_patterns]
+
+    def noise(message: Message) -> bool:
+        if rules.ignore_bots and message.is_bot:
+            return True
+        return any(pattern.search(message.text) for pattern in patterns)
+
+    return noise
 
 
 def group_threads(
-    messages: Iterable[Message], *, gap_minutes: int, context_messages: int
+    messages: Iterable[Message],
+    *,
+    gap_minutes: int,
+    context_messages: int,
+    noise: Callable[[Message], bool] | None = None,
 ) -> list[Thread]:
-    """The threads of one stream's messages, ordered by their first message id."""
+    """The threads of one stream's messages, ordered by their first message id.
+
+    A `noise` message ("hi all 👋", "thanks!") joins the thread it replies to, but the time-gap
+    rule neither puts it into a thread nor lets it keep one open: a greeting must not glue
+    itself to the conversation that follows, nor glue two conversations together.
+    """
     ordered = sorted(messages, key=lambda message: message.id)
     gap = timedelta(minutes=gap_minutes)
     groups: list[_Open] = []
     group_of: dict[int, _Open] = {}
     latest_by_key: dict[str | None, _Open] = {}
     for message in ordered:
+        is_noise = noise is not None and noise(message)
         group = group_of.get(message.reply_to) if message.reply_to is not None else None
-        if group is None:
+        if group is None and not is_noise:
             candidate = latest_by_key.get(message.thread_key)
-            if candidate is not None and message.sent_at - candidate.last_at <= gap:
+            if (
+                candidate is not None
+                and candidate.active_at is not None
+                and message.sent_at - candidate.active_at <= gap
+            ):
                 group = candidate
         if group is None:
             group = _Open(message.thread_key)
             groups.append(group)
         group.messages.append(message)
         group_of[message.id] = group
-        latest_by_key[message.thread_key] = group
+        if not is_noise:
+            group.active_at = message.sent_at
+            latest_by_key[message.thread_key] = group
     by_key: dict[str | None, list[Message]] = {}
     position: dict[int, int] = {}
     for message in ordered:
@@ -200,7 +225,12 @@ def next_watermark(
 
 
 def ready_threads(
-    messages: Sequence[Message], *, done: Collection[int], now: datetime, settings: Threads
+    messages: Sequence[Message],
+    *,
+    done: Collection[int],
+    now: datetime,
+    settings: Threads,
+    noise: Callable[[Message], bool] | None = None,
 ) -> tuple[list[Thread], list[Thread]]:
     """All threads of a batch, and the settled ones still to judge (recorded parts as context),
     trimmed to the size a model may see."""
@@ -208,6 +238,7 @@ def ready_threads(
         list(messages),
         gap_minutes=settings.gap_minutes,
         context_messages=settings.context_messages,
+        noise=noise,
     )
     ready = [
         trim_thread(

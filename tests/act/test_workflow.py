@@ -265,7 +265,7 @@ def test_a_dispatched_dry_run_previews_uploads_and_keeps_its_embeddings(
 
     summary = run.summary()
     assert summary.startswith("## Pythia run (dry run)\n")
-    assert "| kestrel-users | 39 | 14 | 14 | – → 42 |  |" in summary
+    assert "| kestrel-users | 39 | 15 | 15 | – → 42 |  |" in summary
     assert "| troubleshooting | 3 |" in summary and "| update | 1 |" in summary
     previewed = re.findall(r"^\| would open \| .+ \| (file://\S+) \|$", summary, re.MULTILINE)
     assert len(previewed) == 3 and "| opened |" not in summary
