@@ -34,17 +34,50 @@ if TYPE_CHECKING:
     from ..publish.github import GitHubPublisher
 
 
-def models(workspace: Workspace, meter: UsageMeter) -> tuple[LLM, Embedder]:
-    """Gemini's LLM and embedder, sharing one client, meter and rate limiter (needs the key)."""
-    from .. import gemini
+def models(
+    workspace: Workspace,
+    meter: UsageMeter,
+    *,
+    deadline: float | None = None,
+    cache: Path | None = None,
+) -> tuple[LLM, Embedder]:
+    """The configured provider's LLM and embedder (`models.provider`), sharing one client and
+    meter; with `cache`, answers already paid for come from that response cache file."""
+    config, secrets = workspace.config, workspace.secrets
+    llm: LLM
+    if config.models.provider == "openai":
+        from .. import openai_compat
 
-    adapters = gemini.from_config(workspace.config, workspace.secrets, meter)
-    return adapters.llm, adapters.embedder
+        adapters: tuple[LLM, Embedder] = openai_compat.from_config(
+            config, secrets, meter, deadline=deadline, timeout_seconds=config.models.timeout_seconds
+        )
+    else:
+        from .. import gemini
+
+        adapters = gemini.from_config(
+            config, secrets, meter, deadline=deadline, timeout_seconds=config.models.timeout_seconds
+        )
+    llm, embedder = adapters
+    if cache is not None:
+        from ..responsecache import CachedEmbedder, CachedLLM, ResponseCache
+
+        answers = ResponseCache(cache)
+        llm = CachedLLM(llm, answers, provider=config.models.provider)
+        embedder = CachedEmbedder(embedder, answers)
+    return llm, embedder
+
+
+def can_embed(workspace: Workspace) -> bool:
+    """Whether the configured provider can be reached: a key, or a local server's address."""
+    models_, secrets = workspace.config.models, workspace.secrets
+    if models_.provider == "openai":
+        return secrets.openai_api_key is not None or bool(models_.base_url.strip())
+    return secrets.gemini_api_key is not None
 
 
 def optional_embedder(workspace: Workspace) -> Embedder | None:
-    """The embedder when a key is set; without one the index serves keyword search only."""
-    if workspace.secrets.gemini_api_key is None:
+    """The embedder when the provider can be reached; without, keyword search only."""
+    if not can_embed(workspace):
         return None
     return models(workspace, UsageMeter.from_config(workspace.config))[1]
 

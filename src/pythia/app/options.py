@@ -35,12 +35,18 @@ class Options:
     query: str = ""
     k: int = 5
     queries: Path | None = None  # `pythia eval retrieval --queries`
+    eval_set: Path | None = None  # `pythia eval models --set`
+    backfill: bool = False  # `pythia run --backfill`: send the waiting work as batch jobs
+    cache: Path | None = None  # the response cache file; None: PYTHIA_CACHE or RUNNER_TEMP's
+    no_cache: bool = False
+    llm_base_url: str = ""  # the Action's `llm-base-url`, over models.base_url
     # From the runner (GitHub Actions sets these; locally they are usually empty).
     repository: str = ""
     repository_id: str = ""
     api_url: str = ""
     event_path: Path | None = None
     runner_temp: Path | None = None
+    cache_env: Path | None = None  # PYTHIA_CACHE
     local_only: bool = False  # PYTHIA_LOCAL=1: keep index and state in .pythia/, never push
     in_actions: bool = False  # GITHUB_ACTIONS=true: workflow commands, masks and groups
 
@@ -71,8 +77,24 @@ class Options:
             out=out_root / "pythia-out",
             since=args.since or None,
             stream=args.stream or None,
+            llm_base_url=(args.llm_base_url or "").strip(),
             **runner,
         )
+
+
+    @property
+    def cache_path(self) -> Path | None:
+        """Where the response cache lives: `--cache`, else PYTHIA_CACHE, else the runner's
+        temporary folder (kept between runs by actions/cache); None keeps no cache."""
+        if self.no_cache:
+            return None
+        if self.cache is not None:
+            return self.cache
+        if self.cache_env is not None:
+            return self.cache_env
+        if self.runner_temp is not None:
+            return self.runner_temp / "pythia-cache" / "responses.sqlite"
+        return None
 
 
 class _Runner(TypedDict):
@@ -81,6 +103,7 @@ class _Runner(TypedDict):
     api_url: str
     event_path: Path | None
     runner_temp: Path | None
+    cache_env: Path | None
     local_only: bool
     in_actions: bool
 
@@ -94,6 +117,7 @@ def _runner(env: Mapping[str, str]) -> _Runner:
         "api_url": env.get("GITHUB_API_URL", ""),
         "event_path": Path(event_path) if event_path else None,
         "runner_temp": Path(runner_temp) if runner_temp else None,
+        "cache_env": Path(env["PYTHIA_CACHE"]) if env.get("PYTHIA_CACHE") else None,
         "local_only": env.get("PYTHIA_LOCAL") == "1",
         "in_actions": env.get("GITHUB_ACTIONS") == "true",
     }

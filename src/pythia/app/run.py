@@ -31,7 +31,10 @@ def run(workspace: Workspace, options: Options, *, started: float | None = None)
     if not compose.chosen_streams(workspace, options):
         return _index_only(workspace, options)
     meter = UsageMeter.from_config(config)
-    llm, embedder = compose.models(workspace, meter)
+    deadline = started + config.limits.time_budget_minutes * 60
+    llm, embedder = compose.models(
+        workspace, meter, deadline=deadline, cache=options.cache_path
+    )
     now = datetime.now(timezone.utc)
     with open_storage(workspace, options) as storage:
         with actions.group("Index the docs", enabled=options.in_actions):

@@ -1,0 +1,95 @@
+"""`pythia run --dry-run` end to end against a local OpenAI-compatible server, no Gemini key.
+
+The cassette holds what the `openai` package sent and got from a server at Ollama's address
+that has no JSON Schema output (a 400, then JSON mode) and rate-limits the first request (a
+429 with Retry-After: 1). It is written by tests/cassettes/record_openai_sample.py; see there
+for recording a real server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cassettes.record_openai_sample import openai_repo
+from pythia.app.cli import main
+from pythia.responsecache import ResponseCache
+
+CASSETTE = "test_a_dry_run_against_a_local_openai_server.yaml"
+OUTSIDE = (
+    "GEMINI_API_KEY", "GOOGLE_API_KEY", "OPENAI_API_KEY", "OPENAI_BASE_URL", "GITHUB_ACTIONS",
+    "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "PYTHIA_CACHE", "PYTHIA_LOCAL",
+)
+SUMMARY_LINE = (
+    "read 39 messages, classified 13 threads, opened 3, updated 0, skipped 1, failed 0"
+)
+
+
+@pytest.fixture(autouse=True)
+def no_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    for name in OUTSIDE:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RUNNER_TEMP", str(tmp_path / "runner-temp"))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return openai_repo(tmp_path)
+
+
+def chat_requests(vcr: Any) -> int:
+    return sum(
+        count
+        for position, count in vcr.play_counts.items()
+        if vcr.requests[position].path.endswith("/chat/completions")
+    )
+
+
+@pytest.mark.vcr(CASSETTE)
+def test_a_dry_run_against_a_local_openai_server(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], vcr: Any
+) -> None:
+    out = tmp_path / "out"
+    code = main(["run", "--dry-run", "--repo", str(repo), "--out", str(out)])
+    stdout = capsys.readouterr().out
+
+    assert code == 0
+    assert len(list(out.iterdir())) == 3
+    assert stdout.splitlines()[-1] == SUMMARY_LINE
+    # The 429 and the refused JSON Schema request were answered and retried, then JSON mode.
+    assert vcr.all_played and chat_requests(vcr) == 7
+
+
+@pytest.mark.vcr(CASSETTE)
+def test_a_rerun_answers_from_the_response_cache_and_pays_nothing_twice(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], vcr: Any
+) -> None:
+    cache = tmp_path / "actions-cache/responses.sqlite"
+    first = ["run", "--dry-run", "--repo", str(repo), "--cache", str(cache), "--json"]
+    assert main([*first, "--out", str(tmp_path / "first")]) == 0
+    paid = chat_requests(vcr)
+    report = capsys.readouterr().out
+
+    assert main([*first, "--out", str(tmp_path / "again"), "--since", "1"]) == 0
+    again = capsys.readouterr().out
+
+    # Every recorded answer was played once, in the first run: the second sent nothing.
+    assert paid == 7 and vcr.all_played
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(
+        p.name for p in (tmp_path / "first").iterdir()
+    )
+    assert json.loads(report)["usage"]["propose"]["calls"] == 4
+    assert set(json.loads(again)["usage"]) <= {"embed"}  # nothing paid for generation
+    stored = ResponseCache(cache)
+    assert len(stored) == 5  # one classify and four propose answers (the refused tries are not)
+    stored.close()
