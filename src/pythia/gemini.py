@@ -383,7 +383,9 @@ class GeminiEmbedder:
         return vectors
 
 
-def make_client(api_key: str, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> genai.Client:
+def make_client(
+    api_key: str, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, api_version: str = "v1"
+) -> genai.Client:
     """A Gemini API client whose own retries are off, so `call_with_retries` is the policy.
 
     No base URL is set here: google-genai reads GOOGLE_GEMINI_BASE_URL itself when
@@ -391,7 +393,7 @@ def make_client(api_key: str, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECOND
     """
     # The stable v1 API, whatever the SDK's default: google-genai 3.x uses v1, but the 2.x
     # releases that Python 3.10 gets use v1beta; one wire format for every supported Python.
-    options: dict[str, Any] = {"timeout": int(timeout_seconds * 1000), "api_version": "v1"}
+    options: dict[str, Any] = {"timeout": int(timeout_seconds * 1000), "api_version": api_version}
     # HttpRetryOptions(attempts=1) is the SDK's "never retry"; older releases never retry.
     retry_options = getattr(types, "HttpRetryOptions", None)
     if retry_options is not None:

@@ -30,6 +30,7 @@ from .options import Options
 from .workspace import UserError, Workspace
 
 if TYPE_CHECKING:
+    from ..backfill import Backfill
     from ..publish.dryrun import DryRunPublisher
     from ..publish.github import GitHubPublisher
 
@@ -65,6 +66,40 @@ def models(
         llm = CachedLLM(llm, answers, provider=config.models.provider)
         embedder = CachedEmbedder(embedder, answers)
     return llm, embedder
+
+
+def backfill(workspace: Workspace, options: Options, meter: UsageMeter) -> Backfill | None:
+    """Batch jobs for large piles of threads: the Gemini Batch API (its own v1beta client);
+    other providers classify them the normal way."""
+    config = workspace.config
+    if config.models.provider != "gemini":
+        if options.backfill:
+            raise UserError(
+                "--backfill sends batch jobs to the Gemini Batch API, but models.provider is "
+                f"{config.models.provider}; run without --backfill"
+            )
+        return None
+    from .. import gemini
+    from ..backfill import Backfill, GeminiBatches
+
+    key = workspace.secrets.gemini_api_key
+    if key is None:
+        return None  # models() has already said that the key is missing
+    client = gemini.make_client(
+        key.get_secret_value().strip(),
+        timeout_seconds=config.models.timeout_seconds,
+        api_version="v1beta",  # where the Batch API is documented
+    )
+    policy = gemini.RetryPolicy()
+    return Backfill(
+        GeminiBatches(
+            client, call=lambda send: gemini.call_with_retries(send, policy=policy, model="batch")
+        ),
+        config=config,
+        meter=meter,
+        always=options.backfill,
+        repo_root=workspace.root,
+    )
 
 
 def can_embed(workspace: Workspace) -> bool:
@@ -257,6 +292,7 @@ def build_deps(
     search: Searcher | None = None,
     clock: Callable[[], float] = time.monotonic,
     started: float | None = None,
+    backfill: Backfill | None = None,
 ) -> pipeline.Deps:
     """Everything `pipeline.run` talks to; `sources` default to the configured streams and
     `search` to the index behind `conn`."""
@@ -278,4 +314,5 @@ def build_deps(
         ledger=ledger,
         warm=queries.warm if queries is not None else lambda _queries: None,
         started=started,
+        backfill=backfill,
     )

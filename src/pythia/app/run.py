@@ -60,6 +60,7 @@ def run(workspace: Workspace, options: Options, *, started: float | None = None)
                 publisher=publisher,
                 meter=meter,
                 started=started,
+                backfill=compose.backfill(workspace, options, meter),
             )
             with actions.group("Read, classify, propose", enabled=options.in_actions):
                 report = pipeline.run(config, deps, now=now, dry_run=options.dry_run)
