@@ -93,3 +93,36 @@ def test_a_rerun_answers_from_the_response_cache_and_pays_nothing_twice(
     stored = ResponseCache(cache)
     assert len(stored) == 5  # one classify and four propose answers (the refused tries are not)
     stored.close()
+
+
+def test_the_action_input_llm_base_url_wins_over_the_config(repo: Path) -> None:
+    from pythia.app.cli import build_parser
+    from pythia.app.options import Options
+    from pythia.app.workspace import open_workspace
+
+    args = build_parser().parse_args(
+        ["action", "--repo", str(repo), "--llm-base-url", " http://gpu-box:8000/v1 "]
+    )
+    options = Options.from_action(args, {"GITHUB_EVENT_NAME": "schedule"})
+
+    assert open_workspace(options).config.models.base_url == "http://gpu-box:8000/v1"
+
+
+def test_backfill_needs_gemini(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--dry-run", "--backfill", "--repo", str(repo), "--no-cache"])
+
+    assert code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --backfill sends batch jobs to the Gemini Batch API, but models.provider is "
+        "openai; run without --backfill"
+    ]
+
+
+def test_the_cache_goes_to_the_runner_temp_folder_by_default(tmp_path: Path) -> None:
+    from pythia.app.options import Options
+
+    runner = Options(command="run", runner_temp=tmp_path)
+    assert runner.cache_path == tmp_path / "pythia-cache/responses.sqlite"
+    assert Options(command="run").cache_path is None  # locally only when asked
+    assert Options(command="run", runner_temp=tmp_path, no_cache=True).cache_path is None
+    assert Options(command="run", cache=Path("c.sqlite")).cache_path == Path("c.sqlite")

@@ -79,6 +79,11 @@ def backfill(workspace: Workspace, options: Options, meter: UsageMeter) -> Backf
                 f"{config.models.provider}; run without --backfill"
             )
         return None
+    if options.dry_run:
+        # A job's name must be saved for a later run to collect it; a dry run saves nothing.
+        if options.backfill:
+            print("a dry run saves no state, so --backfill is ignored", file=sys.stderr)
+        return None
     from .. import gemini
     from ..backfill import Backfill, GeminiBatches
 

@@ -35,6 +35,7 @@ def run(workspace: Workspace, options: Options, *, started: float | None = None)
     llm, embedder = compose.models(
         workspace, meter, deadline=deadline, cache=options.cache_path
     )
+    backfill = compose.backfill(workspace, options, meter)
     now = datetime.now(timezone.utc)
     with open_storage(workspace, options) as storage:
         with actions.group("Index the docs", enabled=options.in_actions):
@@ -60,7 +61,7 @@ def run(workspace: Workspace, options: Options, *, started: float | None = None)
                 publisher=publisher,
                 meter=meter,
                 started=started,
-                backfill=compose.backfill(workspace, options, meter),
+                backfill=backfill,
             )
             with actions.group("Read, classify, propose", enabled=options.in_actions):
                 report = pipeline.run(config, deps, now=now, dry_run=options.dry_run)
