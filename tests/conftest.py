@@ -11,6 +11,7 @@ import pytest
 PLACEHOLDERS = {
     "GEMINI_API_KEY": "test-gemini-key",
     "GITHUB_TOKEN": "test-github-token",
+    "OPENAI_API_KEY": "test-openai-key",
     "ZULIP_API_KEY": "test-zulip-key",
 }
 
@@ -18,7 +19,13 @@ PLACEHOLDERS = {
 @pytest.fixture(scope="session")
 def vcr_config() -> dict[str, Any]:
     return {
-        "filter_headers": ["authorization", "x-goog-api-key", "cookie", "set-cookie"],
+        "filter_headers": [
+            "authorization",
+            "x-goog-api-key",
+            "api-key",  # Azure-style OpenAI gateways
+            "cookie",
+            "set-cookie",
+        ],
         "filter_query_parameters": ["key"],
         # No "record_mode" here: it would override pytest-recording's --record-mode flag,
         # whose default ("none") replays only; `--record-mode=once` re-records.

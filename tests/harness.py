@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from pythia import db, pipeline
 from pythia.app import compose
@@ -48,6 +49,7 @@ def run_pipeline(
     clock: Callable[[], float] = time.monotonic,
     started: float | None = None,
     now: datetime = NOW,
+    backfill: Any = None,
 ) -> RunReport:
     """One `pipeline.run` wired by `compose.build_deps`, as `pythia run` wires it."""
     options = Options(command="run", repo=space.root, dry_run=dry_run, since=since)
@@ -67,6 +69,7 @@ def run_pipeline(
             search=search,
             clock=clock,
             started=started,
+            backfill=backfill,
         )
         return pipeline.run(space.config, deps, now=now, dry_run=dry_run)
     finally:

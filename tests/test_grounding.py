@@ -326,3 +326,10 @@ def test_a_faithful_proposal_to_the_uv_docs_is_not_refused(
     evidence = [message["text"] for message in case["conversation"]]
     assert find_ungrounded(before, after, evidence=evidence, docs=docs.values()) == []
     assert check_docs(before, after, read=docs.get, paths=paths) == []
+
+
+def test_the_docs_stock_placeholder_path_is_no_claim() -> None:
+    before = {"docs/a.md": "# A\n"}
+    after = {"docs/a.md": "# A\n\nSet `KESTREL_CA_BUNDLE=/path/to/ca.pem` or `/etc/k/ca.pem`.\n"}
+    found = find_ungrounded(before, after, evidence=["set KESTREL_CA_BUNDLE"], docs=[])
+    assert [item.token for item in found] == ["/etc/k/ca.pem"]

@@ -186,6 +186,20 @@ def test_a_new_embedding_model_rebuilds_every_vector(conn: Any, docs: Path) -> N
     assert hybrid.search(conn, "homebrew", embedder=other)[0].anchor == "with-homebrew"
 
 
+def test_a_new_embedding_provider_rebuilds_every_vector(conn: Any, docs: Path) -> None:
+    update(conn, docs, HashEmbedder(model="nomic-embed-text"))
+    served_elsewhere = HashEmbedder(model="nomic-embed-text")
+    served_elsewhere.provider = "openai"  # type: ignore[attr-defined]
+
+    stats = update(conn, docs, served_elsewhere)
+
+    assert stats.chunks_embedded == sample_chunk_count()
+    assert schema.index_info(conn).embedding_model == "openai:nomic-embed-text"
+    with pytest.raises(index.EmbeddingMismatch, match="openai:nomic-embed-text"):
+        hybrid.SearchIndex(conn, embedder=HashEmbedder(model="nomic-embed-text"))
+    assert update(conn, docs, served_elsewhere).chunks_embedded == 0  # and it stays built
+
+
 def test_full_rebuild_embeds_everything_again(conn: Any, docs: Path) -> None:
     update(conn, docs, HashEmbedder())
     embedder = HashEmbedder()

@@ -35,7 +35,11 @@ __all__ = ["KIND_NAMES", "SOFT_KINDS", "Claim", "line_claims"]
 
 # ---------------------------------------------------------------- code
 
-_PLACEHOLDER = re.compile(r"<[A-Za-z][\w .:/-]*>|\[[A-Z][A-Z_ -]*\]")
+# Placeholders name no real thing: `<name>`, `[NAME]`, and the docs' stock path `/path/to/...`.
+_PLACEHOLDER = re.compile(
+    r"<[A-Za-z][\w .:/-]*>|\[[A-Z][A-Z_ -]*\]"
+    r"|(?<![\w.~/-])(?:[A-Za-z]:)?[/\\]?path[/\\]to[/\\][^\s`\"')]*"
+)
 _CODE_SPLIT = re.compile(r"[\s\"'`,;()\[\]{}|&<>!]+")
 _PROMPT = re.compile(r"^(?:\$|>>>|\.\.\.|PS[^>]*>|❯|%|#\s*\$)\s+")
 _HASH_COMMENT_LANGUAGES = word_set(

@@ -103,15 +103,19 @@ def _tokens(thread: Thread) -> int:
     return sum(estimate_tokens(m.text) + 12 for m in (*thread.context, *thread.messages))
 
 
-def classify(
-    threads: Sequence[Thread],
-    *,
-    config: Config,
-    llm: LLM,
-    repo_root: Path | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
-) -> Classification:
-    """One verdict per thread; missing verdicts are asked for once more, then recorded failed."""
+@dataclass
+class Plan:
+    """Classification laid out before any call: what the prefilter dropped or could not fit
+    (in `result`), the batches to ask about, and each shown thread's original key."""
+
+    result: Classification
+    batches: list[list[Thread]]
+    original: dict[str, str]
+
+
+def plan(threads: Sequence[Thread], *, config: Config, repo_root: Path | None = None) -> Plan:
+    """Prefilter, fit and pack the threads into batches, as `classify` asks about them (and a
+    backfill sends them to the Batch API)."""
     result = Classification()
     candidates = []
     original: dict[str, str] = {}  # the prefilter may drop a thread's first message
@@ -134,18 +138,35 @@ def classify(
     for thread in candidates:
         fitted = fit_thread(thread, config=config, max_tokens=size.room, cost=size.of)
         if fitted is None:
-            result.failed[thread.key] = (
+            result.failed[original[thread.key]] = (
                 f"even cut down to two short messages the conversation does not fit "
                 f"limits.classify_batch_tokens ({cap}); raise it"
             )
         else:
             shown.append(fitted)
-    for batch in batches(
+    packed = batches(
         shown,
         max_messages=config.limits.classify_batch_messages,
         max_tokens=size.room,
         cost=size.of,
-    ):
+    )
+    return Plan(result=result, batches=packed, original=original)
+
+
+def classify(
+    threads: Sequence[Thread],
+    *,
+    config: Config,
+    llm: LLM,
+    repo_root: Path | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Classification:
+    """One verdict per thread; missing verdicts are asked for once more, then recorded failed."""
+    laid_out = plan(threads, config=config, repo_root=repo_root)
+    result, original = laid_out.result, laid_out.original
+    failed_before = dict(result.failed)
+    result.failed = {}
+    for batch in laid_out.batches:
         if should_stop():
             break
         try:
@@ -167,7 +188,10 @@ def classify(
         original[key]: replace(verdict, thread_key=original[key])
         for key, verdict in result.verdicts.items()
     }
-    result.failed = {original[key]: reason for key, reason in result.failed.items()}
+    result.failed = {
+        **failed_before,
+        **{original[key]: reason for key, reason in result.failed.items()},
+    }
     return result
 
 
@@ -253,16 +277,7 @@ def _classify_batch(
     into: Classification,
 ) -> list[Thread]:
     """Classify one batch into `into`; returns the threads still without a verdict."""
-    by_id = {f"T{number}": thread for number, thread in enumerate(batch, 1)}
-    request = request_for(
-        config,
-        stage="classify",
-        model=config.models.classify,
-        template="classify.md.j2",
-        schema=ClassifyReply,
-        repo_root=repo_root,
-        **_template_values(config, batch),
-    )
+    request = classify_request(batch, config=config, repo_root=repo_root)
     tokens = request_tokens(request)
     if tokens + RETRY_RESERVE_TOKENS > config.limits.classify_batch_tokens:
         # Only a repository's own classify template can get here (it is not measured per
@@ -279,6 +294,31 @@ def _classify_batch(
         for thread in batch:
             into.failed[thread.key] = str(error)
         return []
+    read_reply(reply, batch, config=config, into=into)
+    return [thread for thread in batch if thread.key not in into.verdicts]
+
+
+def classify_request(
+    batch: Sequence[Thread], *, config: Config, repo_root: Path | None
+) -> GenerateRequest:
+    """The one call that classifies `batch`; its conversations are T1, T2, ... in order."""
+    return request_for(
+        config,
+        stage="classify",
+        model=config.models.classify,
+        template="classify.md.j2",
+        schema=ClassifyReply,
+        repo_root=repo_root,
+        **_template_values(config, batch),
+    )
+
+
+def read_reply(
+    reply: ClassifyReply, batch: Sequence[Thread], *, config: Config, into: Classification
+) -> None:
+    """Verdicts of a reply about `batch` into `into`; an unknown id or category is skipped
+    (treated as missing)."""
+    by_id = {f"T{number}": thread for number, thread in enumerate(batch, 1)}
     for item in reply.verdicts:
         found = by_id.get(item.thread.strip())
         if found is None or found.key in into.verdicts:
@@ -299,4 +339,3 @@ def _classify_batch(
             confidence=min(max(item.confidence, 0.0), 1.0),
         )
         into.failed.pop(thread.key, None)
-    return [thread for thread in batch if thread.key not in into.verdicts]

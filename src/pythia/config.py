@@ -191,6 +191,23 @@ def _default_prices() -> dict[str, Price]:
 
 
 class Models(Strict):
+    provider: Literal["gemini", "openai"] = Field(
+        "gemini",
+        description="'gemini', or 'openai' for any OpenAI-compatible API (Ollama, vLLM, ...).",
+    )
+    base_url: str = Field(
+        "",
+        description="provider 'openai' only: the API root, e.g. 'http://localhost:11434/v1' "
+        "(Ollama); empty is api.openai.com.",
+    )
+    structured_output: Literal["json_schema", "json_object"] = Field(
+        "json_schema",
+        description="provider 'openai' only: 'json_object' (JSON mode) for servers without "
+        "JSON Schema output; tried automatically when a server refuses the schema.",
+    )
+    timeout_seconds: float = Field(
+        120, gt=0, description="Seconds one model request may take (local models are slow)."
+    )
     classify: str = Field("gemini-3.5-flash-lite", description="Model that classifies threads.")
     propose: str = Field("gemini-3.8-flash", description="Model that writes proposals.")
     embedding: str = Field("gemini-embedding-001", description="Embedding model of the index.")
@@ -229,6 +246,12 @@ class Limits(Strict):
     max_changed_lines: int = Field(80, ge=1, description="Bigger proposals are refused.")
     max_changed_chars: int = Field(
         20_000, ge=100, description="Proposals changing more characters are refused."
+    )
+    backfill_threads: int = Field(
+        200,
+        ge=1,
+        description="More threads waiting than this go to the Gemini Batch API (half price, "
+        "answered by a later run); `pythia run --backfill` does it at any size.",
     )
     time_budget_minutes: float = Field(
         25, gt=0, description="Stop starting new work after this long (keep under the job timeout)."
@@ -360,6 +383,7 @@ class Secrets(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     gemini_api_key: SecretStr | None = None
+    openai_api_key: SecretStr | None = None
     github_token: SecretStr | None = None
     telegram_api_id: int | None = None
     telegram_api_hash: SecretStr | None = None

@@ -5,30 +5,35 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
-import random
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 from google import genai
 from google.genai import errors, types
 
+from . import calls
+from .calls import (
+    RETRYABLE_STATUS,
+    CallGate,
+    Retryable,
+    RetryPolicy,
+    ZeroVector,
+    parse_retry_after,
+    plan_batches,
+)
 from .config import Config, Secrets
 from .models import Usage
 from .ports import EmbedTask, GenerateRequest, Generation, LLMUnavailable, MalformedReply
 from .usage import RateLimiter, UsageMeter, estimate_tokens
 
+__all__ = ["RetryPolicy", "plan_batches"]  # kept importable from here, where they began
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Transient answers worth another try; every other 4xx means the request itself is wrong.
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 TASK_TYPES: dict[EmbedTask, str] = {"document": "RETRIEVAL_DOCUMENT", "query": "RETRIEVAL_QUERY"}
 
@@ -95,50 +100,15 @@ class GeminiAdapters(NamedTuple):
     embedder: GeminiEmbedder
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter; `sleep` and `random` are injectable for tests."""
-
-    attempts: int = 6
-    initial_delay: float = 2.0
-    multiplier: float = 2.0
-    max_delay: float = 60.0
-    jitter: float = 0.25
-    max_retry_after: float = 300.0
-    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
-    random: Callable[[], float] = field(default=random.random, compare=False)
-
-    def backoff(self, retry: int) -> float:
-        """Seconds to wait before retry number `retry` (1 for the first retry)."""
-        base = min(self.max_delay, self.initial_delay * self.multiplier ** (retry - 1))
-        return base * (1 + self.jitter * self.random())
-
-
 def retry_after_seconds(error: errors.APIError, *, now: datetime | None = None) -> float | None:
     """How long Gemini asked us to wait: the Retry-After header, else google.rpc.RetryInfo."""
     headers = getattr(error.response, "headers", None)
     value = headers.get("retry-after") if headers is not None else None
     if value:
-        seconds = _parse_retry_after(str(value), now=now)
+        seconds = parse_retry_after(str(value), now=now)
         if seconds is not None:
             return seconds
     return _retry_info_delay(error.details)
-
-
-def _parse_retry_after(value: str, *, now: datetime | None) -> float | None:
-    """Retry-After is either delta-seconds or an HTTP-date (RFC 9110, section 10.2.3)."""
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
 
 
 def _retry_info_delay(details: Any) -> float | None:
@@ -193,52 +163,32 @@ def rejection_message(error: errors.APIError, *, model: str) -> str:
     return f"Gemini rejected the request to {model} ({describe(error)}); it was not retried."
 
 
-def call_with_retries(call: Callable[[], T], *, policy: RetryPolicy, model: str) -> T:
-    """Run `call`, retrying 408/429/5xx and timeouts; other 4xx fail at once.
+class _GeminiErrors:
+    """How Gemini's failures read, for the shared retry policy (calls.py)."""
 
-    A Retry-After (header or RetryInfo) is waited out exactly, unless it is longer than
-    `policy.max_retry_after`: a daily quota will not come back within one run.
-    """
-    for attempt in range(1, policy.attempts + 1):
-        try:
-            return call()
-        except errors.APIError as error:
+    name = "Gemini"
+
+    def retryable(self, error: Exception, *, model: str) -> Retryable | None:
+        if isinstance(error, errors.APIError):
             if error.code not in RETRYABLE_STATUS:
                 raise GeminiRejected(
                     rejection_message(error, model=model), code=error.code
                 ) from None
-            asked = retry_after_seconds(error)
-            if asked is not None and asked > policy.max_retry_after:
-                raise GeminiUnavailable(
-                    f"Gemini asked to wait {asked:.0f} s before calling {model} again "
-                    f"({describe(error)}); the quota is probably used up, so try a later run."
-                ) from None
-            if attempt == policy.attempts:
-                raise GeminiUnavailable(
-                    f"Gemini kept failing for {model} after {policy.attempts} attempts "
-                    f"(last: {describe(error)}); try again later or lower "
-                    "models.requests_per_minute."
-                ) from None
-            delay = asked if asked is not None else policy.backoff(attempt)
-            reason = describe(error)
-        except TRANSIENT_ERRORS as error:
-            if attempt == policy.attempts:
-                raise GeminiUnavailable(
-                    f"Gemini did not answer for {model} after {policy.attempts} attempts "
-                    f"(last: {type(error).__name__}); check the network and try again later."
-                ) from None
-            delay = policy.backoff(attempt)
-            reason = type(error).__name__
-        log.warning(
-            "Gemini %s for %s; retrying in %.1f s (attempt %d of %d)",
-            reason,
-            model,
-            delay,
-            attempt + 1,
-            policy.attempts,
-        )
-        policy.sleep(delay)
-    raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+            return Retryable(describe(error), retry_after=retry_after_seconds(error))
+        if isinstance(error, TRANSIENT_ERRORS):
+            return Retryable(type(error).__name__, no_answer=True)
+        return None
+
+    def unavailable(self, message: str) -> Exception:
+        return GeminiUnavailable(message)
+
+
+GEMINI_ERRORS = _GeminiErrors()
+
+
+def call_with_retries(call: Callable[[], T], *, policy: RetryPolicy, model: str) -> T:
+    """Run `call`, retrying 408/429/5xx and timeouts; other 4xx fail at once (calls.py)."""
+    return calls.call_with_retries(call, policy=policy, model=model, errors=GEMINI_ERRORS)
 
 
 def generation_config(request: GenerateRequest) -> types.GenerateContentConfig:
@@ -312,50 +262,34 @@ class GeminiLLM:
         meter: UsageMeter,
         limiter: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.meter = meter
         self.limiter = limiter
-        self.retry = retry or RetryPolicy()
+        self.gate = CallGate(
+            meter=meter,
+            errors=GEMINI_ERRORS,
+            limiter=limiter,
+            retry=retry or RetryPolicy(),
+            deadline=deadline,
+            clock=clock,
+        )
 
     def generate(self, request: GenerateRequest) -> Generation:
-        estimated = estimate_tokens(request.system) + estimate_tokens(request.prompt)
-        self.meter.check(estimated)  # before the call: a big prompt must not overshoot the cap
-        if self.limiter is not None:
-            self.limiter.acquire(estimated)
         config = generation_config(request)
-        response = call_with_retries(
+        # Usage is recorded before the text is checked: a blocked answer is billed all the same.
+        response = self.gate.send(
             lambda: self.client.models.generate_content(
                 model=request.model, contents=request.prompt, config=config
             ),
-            policy=self.retry,
+            stage=request.stage,
             model=request.model,
+            estimated_tokens=estimate_tokens(request.system) + estimate_tokens(request.prompt),
+            usage=usage_of,
         )
-        usage = usage_of(response)
-        # Recorded before the text is checked: a blocked answer is billed all the same.
-        self.meter.record(request.stage, request.model, usage)
-        return Generation(text=reply_text(response, request=request), usage=usage)
-
-
-def plan_batches(
-    texts: Sequence[str], *, max_texts: int, max_tokens: int
-) -> Iterator[tuple[int, int]]:
-    """(start, stop) slices of at most `max_texts` texts and about `max_tokens` tokens each.
-
-    A single text over the token budget still goes alone: the API truncates long inputs
-    rather than refusing them.
-    """
-    start = 0
-    while start < len(texts):
-        stop, tokens = start, 0
-        while stop < len(texts) and stop - start < max_texts:
-            cost = estimate_tokens(texts[stop])
-            if stop > start and tokens + cost > max_tokens:
-                break
-            tokens += cost
-            stop += 1
-        yield start, stop
-        start = stop
+        return Generation(text=reply_text(response, request=request), usage=usage_of(response))
 
 
 def normalise(values: Sequence[float]) -> list[float]:
@@ -365,14 +299,16 @@ def normalise(values: Sequence[float]) -> list[float]:
     (Matryoshka) outputs must be re-normalised before cosine distance means anything
     (https://ai.google.dev/gemini-api/docs/embeddings#control-embedding-size).
     """
-    norm = math.sqrt(math.fsum(value * value for value in values))
-    if norm == 0:
-        raise GeminiError("Gemini returned an all-zero embedding; re-run the indexing.")
-    return [value / norm for value in values]
+    try:
+        return calls.normalise(values)
+    except ZeroVector:
+        raise GeminiError("Gemini returned an all-zero embedding; re-run the indexing.") from None
 
 
 class GeminiEmbedder:
     """`ports.Embedder` over `client.models.embed_content` (batchEmbedContents)."""
+
+    provider = "gemini"
 
     def __init__(
         self,
@@ -391,7 +327,9 @@ class GeminiEmbedder:
         self.dimensions = dimensions
         self.meter = meter
         self.limiter = limiter
-        self.retry = retry or RetryPolicy()
+        self.gate = CallGate(
+            meter=meter, errors=GEMINI_ERRORS, limiter=limiter, retry=retry or RetryPolicy()
+        )
         self.max_batch = min(max_batch, MAX_EMBED_BATCH)
         self.max_batch_tokens = max_batch_tokens
 
@@ -405,25 +343,28 @@ class GeminiEmbedder:
 
     def _embed_batch(self, texts: Sequence[str], *, task: EmbedTask) -> list[list[float]]:
         estimated = sum(estimate_tokens(text) for text in texts)
-        if self.limiter is not None:
-            self.limiter.acquire(estimated)
         # One Content per text: a plain list of strings becomes the parts of ONE content for
         # multimodal embedding models, which then return a single fused vector.
         contents = [types.Content(parts=[types.Part(text=text)]) for text in texts]
         config = types.EmbedContentConfig(
             task_type=TASK_TYPES[task], output_dimensionality=self.dimensions
         )
-        response = call_with_retries(
+
+        def used(response: types.EmbedContentResponse) -> Usage:
+            # Older SDK releases (what Python 3.10 gets) have no usage on embedding responses.
+            meta = getattr(response, "usage_metadata", None)
+            tokens = meta.prompt_token_count if meta and meta.prompt_token_count else estimated
+            return Usage(input_tokens=tokens)
+
+        response = self.gate.send(
             lambda: self.client.models.embed_content(
                 model=self.model, contents=contents, config=config
             ),
-            policy=self.retry,
+            stage="embed",
             model=self.model,
+            estimated_tokens=estimated,
+            usage=used,
         )
-        # Older SDK releases (what Python 3.10 gets) have no usage on embedding responses.
-        meta = getattr(response, "usage_metadata", None)
-        tokens = meta.prompt_token_count if meta and meta.prompt_token_count else estimated
-        self.meter.record("embed", self.model, Usage(input_tokens=tokens))
         embeddings = response.embeddings or []
         if len(embeddings) != len(texts):
             raise GeminiError(
@@ -442,7 +383,9 @@ class GeminiEmbedder:
         return vectors
 
 
-def make_client(api_key: str, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> genai.Client:
+def make_client(
+    api_key: str, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, api_version: str = "v1"
+) -> genai.Client:
     """A Gemini API client whose own retries are off, so `call_with_retries` is the policy.
 
     No base URL is set here: google-genai reads GOOGLE_GEMINI_BASE_URL itself when
@@ -450,7 +393,7 @@ def make_client(api_key: str, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECOND
     """
     # The stable v1 API, whatever the SDK's default: google-genai 3.x uses v1, but the 2.x
     # releases that Python 3.10 gets use v1beta; one wire format for every supported Python.
-    options: dict[str, Any] = {"timeout": int(timeout_seconds * 1000), "api_version": "v1"}
+    options: dict[str, Any] = {"timeout": int(timeout_seconds * 1000), "api_version": api_version}
     # HttpRetryOptions(attempts=1) is the SDK's "never retry"; older releases never retry.
     retry_options = getattr(types, "HttpRetryOptions", None)
     if retry_options is not None:
@@ -466,6 +409,7 @@ def from_config(
     limiter: RateLimiter | None = None,
     embedding_limiter: RateLimiter | None = None,
     retry: RetryPolicy | None = None,
+    deadline: float | None = None,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> GeminiAdapters:
     """The LLM and the embedder, sharing one client and one meter; generation and embedding
@@ -480,7 +424,7 @@ def from_config(
     generation = limiter or RateLimiter.from_config(config)
     embedding = embedding_limiter or RateLimiter.from_config(config, embedding=True)
     policy = retry or RetryPolicy()
-    llm = GeminiLLM(client, meter=meter, limiter=generation, retry=policy)
+    llm = GeminiLLM(client, meter=meter, limiter=generation, retry=policy, deadline=deadline)
     embedder = GeminiEmbedder(
         client,
         model=config.models.embedding,

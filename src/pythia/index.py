@@ -18,7 +18,7 @@ from .changed_files import Scope, find_candidates
 from .chunking import CHUNKER_VERSION, chunk_markdown, embedding_text
 from .db import Connection
 from .models import Chunk
-from .ports import Embedder
+from .ports import Embedder, embedding_id
 from .schema import (
     atomic,
     drop_vectors,
@@ -258,7 +258,7 @@ def _update(
     model_changed = embedder is not None and (
         meta.get("embedding_model", ""),
         meta.get("dimensions", "0"),
-    ) != (embedder.model, str(embedder.dimensions))
+    ) != (embedding_id(embedder), str(embedder.dimensions))
     rechunk_all = full or model_changed or meta.get("chunker_version") != CHUNKER_VERSION
     scope_changed = meta.get("config_hash", "") != config_hash or meta.get("scope") != _scope_key(
         include, exclude
@@ -281,7 +281,9 @@ def _update(
             drop_vectors(conn)
         if embedder is not None:
             ensure_vector_table(conn, embedder.dimensions)
-            set_meta(conn, embedding_model=embedder.model, dimensions=str(embedder.dimensions))
+            set_meta(
+                conn, embedding_model=embedding_id(embedder), dimensions=str(embedder.dimensions)
+            )
         for path in sorted(candidates.paths):
             file = docs_root / path
             if path not in scope or not file.is_file():

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from .backfill import Backfill
 from .checks import SAFETY, EditChecks
-from .classify import classify
+from .classify import Classification, classify
 from .config import Config
 from .demand import Asked, Group, below_threshold, evidence_for, group_by_section, remember
 from .edits import PathPolicy
@@ -84,6 +85,7 @@ class Deps:
     warm: Callable[[Sequence[str]], None] = lambda _queries: None  # embed a run's queries at once
     checks: EditChecks | None = None  # grounding, docs and build checks of every proposal
     started: float | None = None  # on `clock`, when the job began (indexing included)
+    backfill: Backfill | None = None  # batch jobs for large piles of threads (backfill.py)
 
 
 def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> RunReport:
@@ -111,10 +113,22 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
     by_key = {thread.key: (stream, thread) for stream in streams for thread in stream.settled}
 
     known = known_verdicts(by_key)
+    pending = [thread for key, (_, thread) in by_key.items() if key not in known]
+    batched: dict[str, Verdict] = {}
+    if deps.backfill is not None:
+        with _stage(report, "backfill", deps.clock):
+            states = {key: (stream.state, thread) for key, (stream, thread) in by_key.items()}
+            collected, pending = deps.backfill.hook(
+                states, pending, now=now, should_stop=should_stop
+            )
+        batched = collected.verdicts
+        for key in sorted(collected.waiting & set(by_key)):
+            _skip(report, key, "waiting for its batch job; a later run collects it")
+    classification: Classification | None
     with _stage(report, "classify", deps.clock):
         try:
             classification = classify(
-                [thread for key, (_, thread) in by_key.items() if key not in known],
+                pending,
                 config=config,
                 llm=deps.llm,
                 repo_root=deps.repo_root,
@@ -122,7 +136,9 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
             )
         except BudgetExhausted as error:
             report.stopped_early = one_line(error)
-            classification = None
+            classification = Classification() if batched else None
+    if classification is not None:
+        classification.verdicts = {**batched, **classification.verdicts}
     if classification is not None and classification.stopped:
         report.stopped_early = classification.stopped
         log.info("classification stopped: %s", classification.stopped)

@@ -72,6 +72,15 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str], *, task: EmbedTask) -> list[list[float]]: ...
 
 
+def embedding_id(embedder: Embedder) -> str:
+    """What an index records as the source of its vectors, so that a change of provider or of
+    model rebuilds it: `openai:nomic-embed-text`; a Gemini model keeps its bare name, as
+    indexes recorded it before providers could be chosen. An embedder without a `provider`
+    attribute is taken for Gemini's."""
+    provider = getattr(embedder, "provider", "gemini")
+    return embedder.model if provider == "gemini" else f"{provider}:{embedder.model}"
+
+
 @dataclass(frozen=True)
 class Published:
     """What publishing a proposal did: opened a PR, commented on one, left it waiting, or (a dry

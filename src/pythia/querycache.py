@@ -18,6 +18,7 @@ class QueryCache:
     def __init__(self, inner: Embedder) -> None:
         self.inner = inner
         self.model = inner.model
+        self.provider: str = getattr(inner, "provider", "gemini")
         self.dimensions = inner.dimensions
         self._vectors: dict[str, list[float]] = {}
 

@@ -13,7 +13,7 @@ import sqlite_vec
 from .db import Connection
 from .index import EmbeddingMismatch
 from .models import Hit
-from .ports import Embedder
+from .ports import Embedder, embedding_id
 from .schema import has_vector_table, migrate, read_meta
 
 Mode = Literal["hybrid", "keyword", "vector"]
@@ -136,10 +136,10 @@ class SearchIndex:
         )
         if embedder is not None and self._has_vectors:
             recorded = (meta.get("embedding_model"), meta.get("dimensions"))
-            if recorded != (embedder.model, str(embedder.dimensions)):
+            if recorded != (embedding_id(embedder), str(embedder.dimensions)):
                 raise EmbeddingMismatch(
                     f"the index was built with {recorded[0]} ({recorded[1]} dimensions), "
-                    f"not {embedder.model} ({embedder.dimensions}); run `pythia index` "
+                    f"not {embedding_id(embedder)} ({embedder.dimensions}); run `pythia index` "
                     "to rebuild it"
                 )
         self.embedder = embedder if self._has_vectors else None

@@ -67,6 +67,17 @@ class Judged(BaseModel):
     hits: list[SourceRef] = Field(default_factory=list)  # the docs sections it was matched to
 
 
+class PendingBatch(BaseModel):
+    """A Batch API job a backfill sent and a later run collects: names and ids, never text."""
+
+    name: str  # the job's resource name, e.g. batches/123abc
+    stage: str = "classify"
+    model: str
+    submitted_at: datetime
+    requests: dict[str, list[str]]  # request key -> thread keys, as T1, T2, ... in its prompt
+    digests: dict[str, str] = Field(default_factory=dict)  # thread key -> digest when sent
+
+
 class StreamState(BaseModel):
     """Progress of one stream: ids only, never message text."""
 
@@ -82,6 +93,8 @@ class StreamState(BaseModel):
     # Doc-worthy threads a run classified but did not finish (a cap, an outage): the next run
     # reuses the verdict instead of paying for it again, unless the thread changed.
     judged: dict[str, Judged] = Field(default_factory=dict)
+    # Batch jobs (backfill.py) whose answers a later run collects.
+    pending_batches: list[PendingBatch] = Field(default_factory=list)
 
     @field_validator("done_ids")
     @classmethod
@@ -285,6 +298,9 @@ def merge_stream_states(ours: StreamState, theirs: StreamState) -> StreamState:
         last_read_at=max(read_at) if read_at else None,
         messages_read_total=max(ours.messages_read_total, theirs.messages_read_total),
         judged={**theirs.judged, **ours.judged},
+        pending_batches=list(
+            {job.name: job for job in [*theirs.pending_batches, *ours.pending_batches]}.values()
+        ),
     )
     merged.compact()
     return merged

@@ -66,15 +66,16 @@ class UsageMeter:
         """The configured price of a model, also found under its `models/` resource name."""
         return self.prices.get(model) or self.prices.get(model.removeprefix("models/"))
 
-    def record(self, stage: str, model: str, usage: Usage) -> None:
-        """Add one call's tokens and estimated cost to its stage's totals."""
+    def record(self, stage: str, model: str, usage: Usage, *, price_factor: float = 1.0) -> None:
+        """Add one call's tokens and estimated cost to its stage's totals; `price_factor`
+        scales the price (0.5 for answers of the Gemini Batch API)."""
         with self._lock:
             totals = self._stages.setdefault(stage, StageUsage())
             totals.calls += 1
             totals.input_tokens += usage.input_tokens
             totals.output_tokens += usage.output_tokens
             totals.thinking_tokens += usage.thinking_tokens
-            totals.cost_usd += cost_usd(self.price(model), usage)
+            totals.cost_usd += cost_usd(self.price(model), usage) * price_factor
             if stage not in UNCAPPED_STAGES:
                 self._capped_calls += 1
                 self._capped_tokens += (

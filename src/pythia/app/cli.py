@@ -26,6 +26,8 @@ def user_errors() -> tuple[type[Exception], ...]:
     from ..edits import EditError
     from ..gemini import GeminiError
     from ..gitenv import NoRemote
+    from ..model_eval import EvalSetError
+    from ..openai_compat import OpenAIError
     from ..ports import MalformedReply, PublishError
     from ..retrieval_eval import QuestionsError
     from ..sources import SourceError
@@ -36,6 +38,8 @@ def user_errors() -> tuple[type[Exception], ...]:
         ConfigError,
         LoginError,
         GeminiError,
+        OpenAIError,
+        EvalSetError,
         SourceError,
         DataBranchError,
         NoRemote,
@@ -58,6 +62,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
 
 
+def _cache_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cache", type=Path, default=None,
+        help="response cache file (default: PYTHIA_CACHE, or RUNNER_TEMP/pythia-cache in Actions)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="keep no response cache")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pythia",
@@ -75,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     run_.add_argument("--index", type=Path, default=None, help="index file (local use)")
     run_.add_argument("--json", action="store_true", help="print the run report as JSON")
     _embedding_cache(run_)
+    run_.add_argument(
+        "--backfill", action="store_true",
+        help="send the waiting classification and proposal work as Gemini batch jobs",
+    )
+    _cache_flags(run_)
 
     index_ = commands_.add_parser("index", help="build or update the docs index")
     _common(index_)
@@ -110,6 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     retrieval.add_argument("-k", type=int, default=5, help="pages that count as found")
     retrieval.add_argument("--json", action="store_true", help="print figures as JSON")
 
+    models_ = evaluations.add_parser(
+        "models",
+        help="doc-worthy precision and recall, page accuracy, edit apply rate, refusals, cost",
+    )
+    models_.set_defaults(command="eval-models")
+    _common(models_)
+    models_.add_argument(
+        "--set", dest="eval_set", type=Path, required=True,
+        help="JSON Lines of labelled conversations (see README, 'Evaluating models')",
+    )
+    models_.add_argument("--index", type=Path, default=None, help="index file")
+    models_.add_argument(
+        "--docs", type=Path, default=None, help="index this docs folder first (in --index or a "
+        "temporary file)",
+    )
+    models_.add_argument("--json", action="store_true", help="print figures as JSON")
+    _cache_flags(models_)
+
     ingest = commands_.add_parser("ingest", help="show what a run would read, change nothing")
     _common(ingest)
     ingest.add_argument("--stream", default=None, help="only this stream")
@@ -134,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     action_.add_argument("--since", default="", help="reprocess from this date or message id")
     action_.add_argument("--stream", default="", help="only this stream")
     _embedding_cache(action_)
+    action_.add_argument(
+        "--llm-base-url", default="", help="OpenAI-compatible API root (over models.base_url)"
+    )
+    action_.add_argument(
+        "--response-cache", default="false", help="'true' keeps model answers in RUNNER_TEMP"
+    )
     return parser
 
 
@@ -212,6 +253,7 @@ def _command(name: str) -> Callable[[Workspace, Options], int]:
         "ingest": commands.cmd_ingest,
         "status": commands.cmd_status,
         "eval-retrieval": commands.cmd_eval_retrieval,
+        "eval-models": commands.cmd_eval_models,
     }
     return found[name]
 

@@ -8,12 +8,12 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import actions, db, index, retrieval_eval, threads
+from .. import actions, db, index, model_eval, retrieval_eval, safety, threads
 from ..ingest import ingest
 from ..models import Hit
 from ..ports import Embedder
@@ -122,6 +122,50 @@ def eval_retrieval(workspace: Workspace, options: Options, embedder: Embedder | 
         print(json.dumps(retrieval_eval.as_json(results), indent=2, ensure_ascii=False))
         return 0
     print(retrieval_eval.render(results))
+    return 0
+
+
+def cmd_eval_models(workspace: Workspace, options: Options) -> int:
+    """Classification and proposal with the configured models over a labelled set."""
+    from ..usage import UsageMeter
+
+    assert options.eval_set is not None  # argparse requires it
+    cases = model_eval.load_cases(options.eval_set)
+    if options.docs is not None:
+        if not options.docs.is_dir():
+            raise UserError(f"--docs {options.docs} is not a folder")
+        folder = options.docs.resolve()
+        options = replace(options, docs=folder)
+        if folder.is_relative_to(workspace.root):
+            workspace = workspace.with_docs_root(folder)
+        else:  # a corpus outside the repository is a repository of its own here
+            docs = workspace.config.docs.model_copy(update={"root": "."})
+            config = workspace.config.model_copy(update={"docs": docs})
+            workspace = replace(workspace, root=folder, config=config)
+    # No caps: an evaluation runs the whole set; the cost is what it reports.
+    meter = UsageMeter(prices=workspace.config.models.prices)
+    llm, embedder = compose.models(workspace, meter, cache=options.cache_path)
+    docs_texts = workspace.docs_texts()
+    with _evaluated_index(workspace, options, embedder) as conn:
+        search = compose.searcher(workspace, conn, embedder if index.has_vectors(conn) else None)
+        results = model_eval.evaluate(
+            cases,
+            config=workspace.config,
+            llm=llm,
+            search=search,
+            read=workspace.read,
+            meter=meter,
+            docs_prefix=workspace.docs_prefix,
+            repo_root=workspace.root,
+            docs_domains=safety.link_domains(docs_texts),
+            checks=compose.edit_checks(workspace, options, docs_texts),
+        )
+    if options.json:
+        print(json.dumps(model_eval.as_json(results), indent=2, ensure_ascii=False))
+        return 0
+    models = workspace.config.models
+    names = f"{models.provider}: {models.classify} / {models.propose}"
+    print(model_eval.render(results, model=names))
     return 0
 
 

@@ -35,6 +35,7 @@ from .options import Options
 from .workspace import UserError, Workspace
 
 if TYPE_CHECKING:
+    from ..backfill import Backfill
     from ..checkcommand import CommandResult
     from ..publish.dryrun import DryRunPublisher
     from ..publish.github import GitHubPublisher
@@ -43,17 +44,89 @@ if TYPE_CHECKING:
 REPOSITORY = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?/[A-Za-z0-9._-]+")
 
 
-def models(workspace: Workspace, meter: UsageMeter) -> tuple[LLM, Embedder]:
-    """Gemini's LLM and embedder, sharing one client, meter and rate limiter (needs the key)."""
-    from .. import gemini
+def models(
+    workspace: Workspace,
+    meter: UsageMeter,
+    *,
+    deadline: float | None = None,
+    cache: Path | None = None,
+) -> tuple[LLM, Embedder]:
+    """The configured provider's LLM and embedder (`models.provider`), sharing one client and
+    meter; with `cache`, answers already paid for come from that response cache file."""
+    config, secrets = workspace.config, workspace.secrets
+    llm: LLM
+    if config.models.provider == "openai":
+        from .. import openai_compat
 
-    adapters = gemini.from_config(workspace.config, workspace.secrets, meter)
-    return adapters.llm, adapters.embedder
+        adapters: tuple[LLM, Embedder] = openai_compat.from_config(
+            config, secrets, meter, deadline=deadline, timeout_seconds=config.models.timeout_seconds
+        )
+    else:
+        from .. import gemini
+
+        adapters = gemini.from_config(
+            config, secrets, meter, deadline=deadline, timeout_seconds=config.models.timeout_seconds
+        )
+    llm, embedder = adapters
+    if cache is not None:
+        from ..responsecache import CachedEmbedder, CachedLLM, ResponseCache
+
+        answers = ResponseCache(cache)
+        llm = CachedLLM(llm, answers, provider=config.models.provider)
+        embedder = CachedEmbedder(embedder, answers)
+    return llm, embedder
+
+
+def backfill(workspace: Workspace, options: Options, meter: UsageMeter) -> Backfill | None:
+    """Batch jobs for large piles of threads: the Gemini Batch API (its own v1beta client);
+    other providers classify them the normal way."""
+    config = workspace.config
+    if config.models.provider != "gemini":
+        if options.backfill:
+            raise UserError(
+                "--backfill sends batch jobs to the Gemini Batch API, but models.provider is "
+                f"{config.models.provider}; run without --backfill"
+            )
+        return None
+    if options.dry_run:
+        # A job's name must be saved for a later run to collect it; a dry run saves nothing.
+        if options.backfill:
+            print("a dry run saves no state, so --backfill is ignored", file=sys.stderr)
+        return None
+    from .. import gemini
+    from ..backfill import Backfill, GeminiBatches
+
+    key = workspace.secrets.gemini_api_key
+    if key is None:
+        return None  # models() has already said that the key is missing
+    client = gemini.make_client(
+        key.get_secret_value().strip(),
+        timeout_seconds=config.models.timeout_seconds,
+        api_version="v1beta",  # where the Batch API is documented
+    )
+    policy = gemini.RetryPolicy()
+    return Backfill(
+        GeminiBatches(
+            client, call=lambda send: gemini.call_with_retries(send, policy=policy, model="batch")
+        ),
+        config=config,
+        meter=meter,
+        always=options.backfill,
+        repo_root=workspace.root,
+    )
+
+
+def can_embed(workspace: Workspace) -> bool:
+    """Whether the configured provider can be reached: a key, or a local server's address."""
+    models_, secrets = workspace.config.models, workspace.secrets
+    if models_.provider == "openai":
+        return secrets.openai_api_key is not None or bool(models_.base_url.strip())
+    return secrets.gemini_api_key is not None
 
 
 def optional_embedder(workspace: Workspace) -> Embedder | None:
-    """The embedder when a key is set; without one the index serves keyword search only."""
-    if workspace.secrets.gemini_api_key is None:
+    """The embedder when the provider can be reached; without, keyword search only."""
+    if not can_embed(workspace):
         return None
     return models(workspace, UsageMeter.from_config(workspace.config))[1]
 
@@ -287,6 +360,7 @@ def build_deps(
     search: Searcher | None = None,
     clock: Callable[[], float] = time.monotonic,
     started: float | None = None,
+    backfill: Backfill | None = None,
 ) -> pipeline.Deps:
     """Everything `pipeline.run` talks to; `sources` default to the configured streams and
     `search` to the index behind `conn`."""
@@ -310,4 +384,5 @@ def build_deps(
         warm=queries.warm if queries is not None else lambda _queries: None,
         checks=edit_checks(workspace, options, docs_texts),
         started=started,
+        backfill=backfill,
     )

@@ -37,12 +37,18 @@ class Options:
     queries: Path | None = None  # `pythia eval retrieval --queries`
     embedding_cache: Path | None = None  # docs embeddings kept across runs (embedcache.py)
     via_action: bool = False  # `pythia action`: the user set inputs, not flags
+    eval_set: Path | None = None  # `pythia eval models --set`
+    backfill: bool = False  # `pythia run --backfill`: send the waiting work as batch jobs
+    cache: Path | None = None  # the response cache file; None: PYTHIA_CACHE or RUNNER_TEMP's
+    no_cache: bool = False
+    llm_base_url: str = ""  # the Action's `llm-base-url`, over models.base_url
     # From the runner (GitHub Actions sets these; locally they are usually empty).
     repository: str = ""
     repository_id: str = ""
     api_url: str = ""
     event_path: Path | None = None
     runner_temp: Path | None = None
+    cache_env: Path | None = None  # PYTHIA_CACHE
     local_only: bool = False  # PYTHIA_LOCAL=1: keep index and state in .pythia/, never push
     in_actions: bool = False  # GITHUB_ACTIONS=true: workflow commands, masks and groups
     # The process environment, for the one thing that passes it on: a docs check command, which
@@ -83,8 +89,27 @@ class Options:
             stream=args.stream or None,
             embedding_cache=args.embedding_cache,
             via_action=True,
+            llm_base_url=(args.llm_base_url or "").strip(),
+            # The Action keeps this folder in the Actions cache (action.yml) when asked to.
+            cache=(
+                runner["runner_temp"] / "pythia-responses" / "responses.sqlite"
+                if str(args.response_cache).strip().lower() == "true" and runner["runner_temp"]
+                else None
+            ),
             **runner,
         )
+
+
+    @property
+    def cache_path(self) -> Path | None:
+        """Where the response cache lives: `--cache`, else PYTHIA_CACHE (the Action sets it
+        when its `response-cache` input is "true"); None keeps no cache. It holds chat-derived
+        text, so it is never on unless asked for."""
+        if self.no_cache:
+            return None
+        if self.cache is not None:
+            return self.cache
+        return self.cache_env
 
 
 class _Runner(TypedDict):
@@ -94,6 +119,7 @@ class _Runner(TypedDict):
     api_url: str
     event_path: Path | None
     runner_temp: Path | None
+    cache_env: Path | None
     local_only: bool
     in_actions: bool
 
@@ -107,6 +133,7 @@ def _runner(env: Mapping[str, str]) -> _Runner:
         "api_url": env.get("GITHUB_API_URL", ""),
         "event_path": Path(event_path) if event_path else None,
         "runner_temp": Path(runner_temp) if runner_temp else None,
+        "cache_env": Path(env["PYTHIA_CACHE"]) if env.get("PYTHIA_CACHE") else None,
         "local_only": env.get("PYTHIA_LOCAL") == "1",
         "in_actions": env.get("GITHUB_ACTIONS") == "true",
         "environment": dict(env),

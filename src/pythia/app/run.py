@@ -64,7 +64,11 @@ def run(workspace: Workspace, options: Options, *, started: float | None = None)
     if not options.dry_run:
         compose.check_publishing(workspace, options)  # before anything is paid for or pushed
     meter = UsageMeter.from_config(config)
-    llm, embedder = compose.models(workspace, meter)
+    deadline = started + config.limits.time_budget_minutes * 60
+    llm, embedder = compose.models(
+        workspace, meter, deadline=deadline, cache=options.cache_path
+    )
+    backfill = compose.backfill(workspace, options, meter)
     cache = compose.embedding_cache(embedder, options)
     now = datetime.now(timezone.utc)
     watch = Stopwatch(started)
@@ -94,6 +98,7 @@ def run(workspace: Workspace, options: Options, *, started: float | None = None)
                 publisher=publisher,
                 meter=meter,
                 started=started,
+                backfill=backfill,
             )
             watch.lap("prepare")  # the ledger, the publisher, the sources
             with actions.group("Read, classify, propose", enabled=options.in_actions):

@@ -83,9 +83,13 @@ def open_workspace(options: Options) -> Workspace:
     if not root.is_dir():
         raise UserError(f"{options.repo} is not a folder; pass the docs repository with --repo")
     config_path = Path(options.config) if options.config else root / ".github/pythia.yml"
+    config = load_config(config_path)
+    if options.llm_base_url:  # the Action's `llm-base-url` input wins over the file
+        models = config.models.model_copy(update={"base_url": options.llm_base_url})
+        config = config.model_copy(update={"models": models})
     return Workspace(
         root=root,
-        config=load_config(config_path),
+        config=config,
         secrets=Secrets.from_env(),
         repository=options.repository,
         repository_id=options.repository_id,

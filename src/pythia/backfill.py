@@ -1,0 +1,315 @@
+"""Backfills through the Gemini Batch API: a large pile of waiting threads is classified by
+one batch job at the batch price instead of synchronous calls. The stream state records the
+job's name and its thread ids (never chat text); a later run collects the answers within its
+time budget, and a job that failed or expired sends its threads down the normal path.
+
+Only classification goes through batch jobs so far; proposals for the threads a batch judged
+worth documenting are written synchronously by the run that collects it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import ValidationError
+
+from .classify import Classification, ClassifyReply, classify_request, plan, read_reply
+from .config import Config
+from .models import Thread, Verdict
+from .ports import GenerateRequest, Generation, one_line
+from .state import PendingBatch, StreamState
+from .structured import parse_reply
+from .usage import UsageMeter
+
+log = logging.getLogger(__name__)
+
+# The Gemini Batch API bills half the interactive price
+# (https://ai.google.dev/gemini-api/docs/batch-mode).
+BATCH_PRICE_FACTOR = 0.5
+# Jobs expire after 48 hours on Google's side; a record older than this is given up.
+MAX_JOB_AGE = timedelta(hours=72)
+
+JobState = Literal["pending", "succeeded", "failed"]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A job's state and, once it succeeded, each request's answer (or why it has none)."""
+
+    state: JobState
+    answers: Mapping[str, Generation | str] = field(default_factory=dict)
+    detail: str = ""
+
+
+class BatchClient(Protocol):
+    """A batch API: send requests under keys as one job; look a job up by its name."""
+
+    def submit(self, requests: Mapping[str, GenerateRequest], *, model: str, label: str) -> str:
+        """Create the job; returns its name."""
+        ...
+
+    def poll(self, name: str) -> JobResult: ...
+
+
+@dataclass
+class Collected:
+    """What a run took from finished jobs, and the threads still waiting on running ones."""
+
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    waiting: set[str] = field(default_factory=set)
+    fell_back: list[str] = field(default_factory=list)  # job names sent to the normal path
+
+
+class Backfill:
+    """The pipeline's hook for batch jobs: `collect` first, then `submit` what waits."""
+
+    def __init__(
+        self,
+        client: BatchClient,
+        *,
+        config: Config,
+        meter: UsageMeter,
+        always: bool = False,
+        repo_root: Path | None = None,
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.meter = meter
+        self.always = always
+        self.repo_root = repo_root
+
+    def wanted(self, waiting: int) -> bool:
+        """Whether `waiting` threads to classify go to a batch job (`--backfill`, or more than
+        `limits.backfill_threads`)."""
+        return waiting > 0 and (self.always or waiting > self.config.limits.backfill_threads)
+
+    def collect(
+        self,
+        threads: Mapping[str, tuple[StreamState, Thread]],
+        *,
+        now: datetime,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Collected:
+        """Look up every recorded job (once each, while the run has time): a finished one
+        becomes verdicts for its threads that have not changed since, and is forgotten; a
+        failed, expired or too old one is forgotten, so its threads are classified as usual;
+        a running one keeps its threads waiting."""
+        collected = Collected()
+        jobs: dict[str, PendingBatch] = {}
+        for state in {id(s): s for s, _ in threads.values()}.values():
+            for job in state.pending_batches:
+                jobs.setdefault(job.name, job)
+        states = list({id(s): s for s, _ in threads.values()}.values())
+        for name, job in jobs.items():
+            if should_stop():
+                collected.waiting |= set(job.digests)
+                continue
+            try:
+                result = self.client.poll(name)
+            except Exception as error:  # a lookup that fails waits for the next run
+                log.warning("batch job %s could not be looked up: %s", name, one_line(error))
+                collected.waiting |= set(job.digests)
+                continue
+            if result.state == "pending" and now - job.submitted_at < MAX_JOB_AGE:
+                collected.waiting |= set(job.digests)
+                continue
+            if result.state == "succeeded":
+                self._read(job, result, threads, into=collected)
+            else:
+                why = result.detail or ("too old" if result.state == "pending" else "failed")
+                log.warning("batch job %s %s; its threads go the normal way", name, why)
+                collected.fell_back.append(name)
+            for state in states:
+                kept = [j for j in state.pending_batches if j.name != name]
+                if len(kept) != len(state.pending_batches):
+                    state.pending_batches = kept
+        return collected
+
+    def _read(
+        self,
+        job: PendingBatch,
+        result: JobResult,
+        threads: Mapping[str, tuple[StreamState, Thread]],
+        *,
+        into: Collected,
+    ) -> None:
+        for key, thread_keys in job.requests.items():
+            answer = result.answers.get(key)
+            if not isinstance(answer, Generation):
+                log.warning("batch job %s: request %s has no answer (%s)", job.name, key, answer)
+                continue
+            self.meter.record(
+                job.stage, job.model, answer.usage, price_factor=BATCH_PRICE_FACTOR
+            )
+            try:
+                reply = parse_reply(answer.text, ClassifyReply)
+            except ValidationError:
+                log.warning("batch job %s: request %s did not match the schema", job.name, key)
+                continue
+            # The threads as they were sent, by position; one that changed since is left out
+            # (its verdict judged other messages) and classified again as usual.
+            current = [threads.get(thread_key) for thread_key in thread_keys]
+            shown = [
+                entry[1] if entry and entry[1].digest == job.digests.get(thread_key) else None
+                for thread_key, entry in zip(thread_keys, current, strict=True)
+            ]
+            placeholders = [
+                thread or _absent(position) for position, thread in enumerate(shown, 1)
+            ]
+            found = Classification()
+            read_reply(reply, placeholders, config=self.config, into=found)
+            for thread_key, verdict in found.verdicts.items():
+                if not thread_key.startswith(_ABSENT):
+                    into.verdicts[thread_key] = verdict
+
+    def hook(
+        self,
+        threads: Mapping[str, tuple[StreamState, Thread]],
+        pending: Sequence[Thread],
+        *,
+        now: datetime,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> tuple[Collected, list[Thread]]:
+        """What the pipeline calls before classifying `pending`: collect finished jobs, leave
+        out the threads that wait for running ones, and send a batch job when the rest are
+        many (or `--backfill` asked). Returns what was collected and what is left to classify
+        now."""
+        collected = self.collect(threads, now=now, should_stop=should_stop)
+        left = [
+            thread
+            for thread in pending
+            if thread.key not in collected.verdicts and thread.key not in collected.waiting
+        ]
+        if self.wanted(len(left)) and not should_stop():
+            sent = self.submit([threads[thread.key] for thread in left], now=now)
+            collected.waiting |= sent
+            left = [thread for thread in left if thread.key not in sent]
+        return collected, left
+
+    def submit(
+        self,
+        threads: Sequence[tuple[StreamState, Thread]],
+        *,
+        now: datetime,
+    ) -> set[str]:
+        """Send the threads' classification as one batch job and record it in each stream's
+        state; returns the keys of the threads now waiting for it (none if sending failed)."""
+        laid_out = plan([thread for _, thread in threads], config=self.config,
+                        repo_root=self.repo_root)  # fmt: skip
+        requests: dict[str, GenerateRequest] = {}
+        members: dict[str, list[str]] = {}
+        for number, batch in enumerate(laid_out.batches, 1):
+            key = f"classify-{number}"
+            requests[key] = classify_request(batch, config=self.config, repo_root=self.repo_root)
+            members[key] = [laid_out.original[thread.key] for thread in batch]
+        if not requests:
+            return set()
+        model = self.config.models.classify
+        try:
+            name = self.client.submit(requests, model=model, label=f"pythia {now:%Y-%m-%d %H:%M}")
+        except Exception as error:  # the threads take the normal path this run
+            log.warning("the backfill batch job could not be created: %s", one_line(error))
+            return set()
+        by_key = {thread.key: (state, thread) for state, thread in threads}
+        sent = {key for keys in members.values() for key in keys}
+        job = PendingBatch(
+            name=name,
+            model=model,
+            submitted_at=now,
+            requests=members,
+            digests={key: by_key[key][1].digest for key in sorted(sent)},
+        )
+        for state in {id(s): s for s, _ in threads}.values():
+            if any(by_key[key][0] is state for key in sent):
+                state.pending_batches = [*state.pending_batches, job]
+        log.info("sent %d conversations in %d requests as batch job %s", len(sent),
+                 len(requests), name)  # fmt: skip
+        return sent
+
+
+_ABSENT = "\0absent:"
+
+
+def _absent(position: int) -> Thread:
+    """A stand-in for a thread that changed since it was sent, so positions still line up."""
+    from .models import Message
+
+    stand_in = Message(stream=_ABSENT, id=position, author="", sent_at=_EPOCH, text="")
+    return Thread(stream=_ABSENT, messages=(stand_in,))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+# --- the Gemini Batch API ------------------------------------------------------------------------
+
+
+class GeminiBatches:
+    """`BatchClient` over google-genai's `client.batches`, with inlined requests and answers
+    (POST models/{model}:batchGenerateContent, GET batches/{name})."""
+
+    def __init__(self, client: Any, *, call: Callable[[Callable[[], Any]], Any]) -> None:
+        self.client = client
+        self.call = call  # the shared retry policy around one SDK call
+
+    def submit(self, requests: Mapping[str, GenerateRequest], *, model: str, label: str) -> str:
+        from google.genai import types
+
+        from .gemini import generation_config
+
+        inlined = [
+            types.InlinedRequest(
+                contents=[types.Content(role="user", parts=[types.Part(text=request.prompt)])],
+                config=_batch_config(generation_config(request)),
+                metadata={"key": key},
+            )
+            for key, request in requests.items()
+        ]
+        job = self.call(
+            lambda: self.client.batches.create(
+                model=model, src=inlined, config=types.CreateBatchJobConfig(display_name=label)
+            )
+        )
+        if not job.name:
+            raise RuntimeError("the Batch API answered without a job name")
+        return str(job.name)
+
+    def poll(self, name: str) -> JobResult:
+        from .gemini import GeminiBlocked, reply_text, usage_of
+
+        job = self.call(lambda: self.client.batches.get(name=name))
+        state = str(getattr(job.state, "value", job.state) or "")
+        if state in ("JOB_STATE_SUCCEEDED", "JOB_STATE_PARTIALLY_SUCCEEDED"):
+            answers: dict[str, Generation | str] = {}
+            for item in (job.dest.inlined_responses if job.dest else None) or []:
+                key = str((item.metadata or {}).get("key", ""))
+                if item.error is not None or item.response is None:
+                    answers[key] = one_line(str(item.error or "no response"))
+                    continue
+                try:
+                    text = reply_text(item.response, request=_ANY_REQUEST)
+                except GeminiBlocked as error:
+                    answers[key] = one_line(error)
+                    continue
+                answers[key] = Generation(text=text, usage=usage_of(item.response))
+            return JobResult("succeeded", answers)
+        if state in ("JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"):
+            return JobResult("failed", detail=state.removeprefix("JOB_STATE_").lower())
+        return JobResult("pending", detail=state)
+
+
+def _batch_config(config: Any) -> Any:
+    """The generation config for an inlined request: the SDK's own switch for automatic
+    function calling is a client-side setting the Batch API does not take."""
+    return config.model_copy(update={"automatic_function_calling": None})
+
+
+# What reply_text names in its messages; a batch answer's own request is not kept.
+_ANY_REQUEST = GenerateRequest(
+    stage="classify (batch)", model="", system="", prompt="", schema=ClassifyReply
+)
