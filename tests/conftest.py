@@ -12,6 +12,8 @@ PLACEHOLDERS = {
     "GEMINI_API_KEY": "test-gemini-key",
     "GITHUB_TOKEN": "test-github-token",
     "ZULIP_API_KEY": "test-zulip-key",
+    "DISCORD_BOT_TOKEN": "test-discord-token",
+    "SLACK_BOT_TOKEN": "xoxb-test-slack-token",
 }
 
 
@@ -19,7 +21,9 @@ PLACEHOLDERS = {
 def vcr_config() -> dict[str, Any]:
     return {
         "filter_headers": ["authorization", "x-goog-api-key", "cookie", "set-cookie"],
-        "filter_query_parameters": ["key"],
+        "filter_query_parameters": ["key", "token"],
+        # Slack accepts the token as a form field too; slack_sdk sends it in Authorization.
+        "filter_post_data_parameters": ["token"],
         # No "record_mode" here: it would override pytest-recording's --record-mode flag,
         # whose default ("none") replays only; `--record-mode=once` re-records.
         "decode_compressed_response": True,
