@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING
 
 from .. import db, index, pipeline, prompts, safety
 from .. import search as hybrid
-from ..config import ExportStream, Secrets, Stream, TelegramStream, ZulipStream
+from ..config import (
+    DiscordStream,
+    ExportStream,
+    Secrets,
+    Stream,
+    TelegramStream,
+    ZulipStream,
+)
 from ..models import Hit
 from ..ports import LLM, ChatSource, Embedder, Publisher
 from ..propose import Searcher
@@ -115,6 +122,15 @@ def build_source(stream: Stream, *, secrets: Secrets, salt: str) -> ChatSource:
         from ..sources.export import ExportSource
 
         return ExportSource(stream, salt=salt)
+    if isinstance(stream, DiscordStream):
+        from ..sources.discord import DiscordSource, make_http
+
+        discord_stream = stream
+        return DiscordSource(
+            discord_stream,
+            http_factory=lambda: make_http(discord_stream, secrets=secrets),
+            salt=salt,
+        )
     raise SourceError(f"stream kind of '{stream.id}' is not supported")
 
 
