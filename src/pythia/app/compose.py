@@ -22,6 +22,7 @@ from ..config import (
     DiscordStream,
     ExportStream,
     Secrets,
+    SlackStream,
     Stream,
     TelegramStream,
     ZulipStream,
@@ -130,6 +131,13 @@ def build_source(stream: Stream, *, secrets: Secrets, salt: str) -> ChatSource:
             discord_stream,
             http_factory=lambda: make_http(discord_stream, secrets=secrets),
             salt=salt,
+        )
+    if isinstance(stream, SlackStream):
+        from ..sources.slack import SlackSource, make_web
+
+        slack_stream = stream
+        return SlackSource(
+            slack_stream, web_factory=lambda: make_web(slack_stream, secrets=secrets), salt=salt
         )
     raise SourceError(f"stream kind of '{stream.id}' is not supported")
 
