@@ -7,15 +7,20 @@ server laid out the same way (ids and texts then change, so do the expected valu
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import date, datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from cassettes.record_sample import sample_repo
+from pythia.app.cli import main
 from pythia.app.compose import build_source
 from pythia.config import DiscordStream, Secrets
-from pythia.sources import SourceError, StreamInterrupted, pseudonym, read_stream
+from pythia.sources import SourceError, StreamInterrupted, discord, pseudonym, read_stream
 from pythia.sources.discord import (
     DiscordAnswer,
     DiscordSource,
@@ -343,3 +348,33 @@ def test_build_source_is_lazy_and_needs_the_token() -> None:
     assert isinstance(source, DiscordSource)  # nothing was requested yet
     with pytest.raises(SourceError, match="needs the DISCORD_BOT_TOKEN secret"):
         list(source.fetch(WATERMARK))
+
+
+@pytest.mark.vcr
+def test_pythia_ingest_json_reads_a_discord_channel(
+    secrets_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = sample_repo(tmp_path)
+    config_path = repo / ".github/pythia.yml"
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    config["streams"].append(
+        {"id": "discord-help", "kind": "discord", "channel": HELP, "threads": False, "start": ASKED}
+    )
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    monkeypatch.setattr(discord, "utcnow", lambda: NOON)
+    args = ["ingest", "--repo", str(repo), "--json", "--stream", "discord-help"]
+    assert main(args) == 0
+    (read,) = json.loads(capsys.readouterr().out)["streams"]
+    assert read == {
+        "stream": "discord-help",
+        "watermark": None,
+        "new_messages": 2,
+        "threads": 1,
+        "settled_threads": 1,
+        "unsettled_threads": 0,
+        "watermark_if_all_settled_recorded": ANSWERED,
+        "interrupted": None,
+    }

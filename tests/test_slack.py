@@ -9,15 +9,20 @@ form body too, so each cassette pins the windows and cursors the source asks for
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from cassettes.record_sample import sample_repo
+from pythia.app.cli import main
 from pythia.app.compose import build_source
 from pythia.config import Secrets, SlackStream
-from pythia.sources import SourceError, StreamInterrupted, pseudonym, read_stream
+from pythia.sources import SourceError, StreamInterrupted, pseudonym, read_stream, slack
 from pythia.sources.slack import SlackAnswer, SlackSource, id_to_ts, make_web, ts_to_id
 
 SALT = "test-salt"
@@ -349,3 +354,39 @@ def test_build_source_is_lazy_and_needs_the_token() -> None:
     assert isinstance(source, SlackSource)  # nothing was requested yet
     with pytest.raises(SourceError, match="needs the SLACK_BOT_TOKEN secret"):
         list(source.fetch(0))
+
+
+@pytest.mark.vcr(match_on=BODY)
+def test_pythia_ingest_json_reads_a_slack_channel(
+    secrets_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = sample_repo(tmp_path)
+    config_path = repo / ".github/pythia.yml"
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    start = 1772445000000100  # the id in the question's link, .../p1772445000000100
+    config["streams"].append(
+        {
+            "id": "slack-help",
+            "kind": "slack",
+            "channel": CHANNEL,
+            "start": start,
+            "thread_lookback_days": 0,
+        }
+    )
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    monkeypatch.setattr(slack, "utcnow", lambda: NOON)
+    assert main(["ingest", "--repo", str(repo), "--json", "--stream", "slack-help"]) == 0
+    (read,) = json.loads(capsys.readouterr().out)["streams"]
+    assert read == {
+        "stream": "slack-help",
+        "watermark": None,
+        "new_messages": 2,
+        "threads": 1,
+        "settled_threads": 1,
+        "unsettled_threads": 0,
+        "watermark_if_all_settled_recorded": 1772445600000200,
+        "interrupted": None,
+    }

@@ -129,6 +129,11 @@ def _parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def utcnow() -> datetime:
+    """The time a run reads up to (tests replace it to replay recorded answers)."""
+    return datetime.now(timezone.utc)
+
+
 class _Cut(Exception):
     """A request gave up (rate limits past the budget, 5xx, the network): the read stops."""
 
@@ -152,7 +157,7 @@ class DiscordSource:
         http_factory: Callable[[], DiscordHTTP],
         salt: str,
         sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.stream = config.id
         self.config = config
@@ -160,7 +165,7 @@ class DiscordSource:
         self._http: DiscordHTTP | None = None
         self._salt = salt
         self._sleep = sleep
-        self._clock = clock
+        self._clock = clock or utcnow
         self._waited = 0.0
         self._pause = 0.0
 

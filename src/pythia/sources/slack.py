@@ -126,6 +126,11 @@ def id_to_ts(message_id: int) -> str:
     return f"{message_id // MICROS}.{message_id % MICROS:06d}"
 
 
+def utcnow() -> datetime:
+    """The time a run reads up to (tests replace it to replay recorded answers)."""
+    return datetime.now(timezone.utc)
+
+
 class _Cut(Exception):
     """A request gave up (rate limits past the budget, 5xx, the network): the read stops."""
 
@@ -140,7 +145,7 @@ class SlackSource:
         web_factory: Callable[[], SlackWeb],
         salt: str,
         sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.stream = config.id
         self.config = config
@@ -148,7 +153,7 @@ class SlackSource:
         self._web: SlackWeb | None = None
         self._salt = salt
         self._sleep = sleep
-        self._clock = clock
+        self._clock = clock or utcnow
         self._waited = 0.0
         self._workspace = ""
         self._order = itertools.count()  # breaks ties in the reply queue
