@@ -344,6 +344,9 @@ def test_a_voice_channel_is_refused() -> None:
 
 
 def test_build_source_is_lazy_and_needs_the_token() -> None:
+    secrets = Secrets.from_env({"DISCORD_BOT_TOKEN": "MTA5.discord-token"})
+    assert secrets.values() == ["MTA5.discord-token"]  # masked in Actions, scrubbed from logs
+    assert "MTA5" not in repr(secrets)
     source = build_source(stream(), secrets=Secrets(), salt=SALT)
     assert isinstance(source, DiscordSource)  # nothing was requested yet
     with pytest.raises(SourceError, match="needs the DISCORD_BOT_TOKEN secret"):

@@ -350,6 +350,9 @@ def test_threads_off_reads_no_replies() -> None:
 
 
 def test_build_source_is_lazy_and_needs_the_token() -> None:
+    secrets = Secrets.from_env({"SLACK_BOT_TOKEN": "xoxb-1-2-abc"})
+    assert secrets.values() == ["xoxb-1-2-abc"]  # masked in Actions, scrubbed from logs
+    assert "xoxb" not in repr(secrets)
     source = build_source(stream(), secrets=Secrets(), salt=SALT)
     assert isinstance(source, SlackSource)  # nothing was requested yet
     with pytest.raises(SourceError, match="needs the SLACK_BOT_TOKEN secret"):

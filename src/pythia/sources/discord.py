@@ -38,7 +38,7 @@ mentioned person's pseudonym.
 
 Why plain HTTP through requests (already installed with PyGithub and zulip) rather than
 discord.py or hikari: those libraries are built around the asyncio gateway connection and
-retry rate limits on their own timers; a scheduled, read-only history pull needs five GET
+retry rate limits on their own timers; a scheduled, read-only history pull needs four GET
 routes, and doing them here keeps the wire format visible to recorded tests, the waits
 injectable and counted, and the run synchronous like every other source.
 """
