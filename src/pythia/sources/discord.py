@@ -198,7 +198,7 @@ class DiscordSource:
             channel = self._get(f"/channels/{self.config.channel}", {})
             pending = self._channels(channel, start)
             while pending:
-                self._read(pending[0], start, horizon, raws)
+                self._read(pending[0], after=start, horizon=horizon, into=raws)
                 pending.pop(0)
         except _Cut as cut:
             stopped = str(cut)
@@ -274,10 +274,11 @@ class DiscordSource:
         )
 
     def _read(
-        self, channel: _Channel, start: int, horizon: int, into: list[dict[str, Any]]
+        self, channel: _Channel, *, after: int, horizon: int, into: list[dict[str, Any]]
     ) -> None:
-        """Every message of the channel after `start`, oldest page first."""
-        cursor = start
+        """Every message of the channel after `after` and up to past `horizon`, oldest page
+        first, into `into`; `channel.read_to` follows the pages read."""
+        cursor = after
         while True:
             page = self._get(
                 f"/channels/{channel.id}/messages",

@@ -198,7 +198,7 @@ class SlackSource:
                     self._hold_replies(parent, start, later)
             low, width = start, FIRST_WINDOW
             while low < horizon:
-                window, high, width = self._window(low, width, horizon)
+                window, high, width = self._window(low, width=width, horizon=horizon)
                 for raw in window:
                     self._hold_replies(raw, start, later)
                 replies = []
@@ -217,7 +217,9 @@ class SlackSource:
         except _Cut as cut:
             raise StreamInterrupted(self.stream, last_id=last, reason=str(cut)) from None
 
-    def _window(self, low: int, width: int, horizon: int) -> tuple[list[dict[str, Any]], int, int]:
+    def _window(
+        self, low: int, *, width: int, horizon: int
+    ) -> tuple[list[dict[str, Any]], int, int]:
         """The messages of the next window after `low`, where it ends, and the width to try
         next.
 
