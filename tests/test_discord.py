@@ -186,6 +186,8 @@ class FakeDiscord:
         # answers (or errors) given before the real ones, by path or "path?after=id"
         self.failures: dict[str, list[DiscordAnswer | OSError]] = {}
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.archived: list[dict[str, Any]] = []  # newest archive first
+        self.archive_page = 2  # threads per archived page (Discord may serve fewer than asked)
 
     def add(self, channel: int, message_id: int, **fields: Any) -> None:
         self.messages.setdefault(channel, []).append(
@@ -225,7 +227,11 @@ class FakeDiscord:
             return DiscordAnswer(200, {}, {"threads": threads, "members": []})
         channel = int(parts[1])
         if parts[-1] == "public":
-            return DiscordAnswer(200, {}, {"threads": [], "members": [], "has_more": False})
+            before = str(params.get("before", "9999"))
+            older = [t for t in self.archived if t["thread_metadata"]["archive_timestamp"] < before]
+            page = older[: self.archive_page]
+            body = {"threads": page, "members": [], "has_more": len(older) > len(page)}
+            return DiscordAnswer(200, {}, body)
         if parts[-1] == "messages":
             after = int(params["after"])
             newer = [m for m in self.messages.get(channel, []) if int(m["id"]) > after]
@@ -279,6 +285,36 @@ def test_an_unread_thread_bounds_what_is_complete() -> None:
     # SAME comes after the thread's start, and the thread could not be read
     assert [m.id for m in batch.messages] == [ASKED]
     assert batch.interrupted and "cannot reach Discord (ConnectionResetError)" in batch.interrupted
+
+
+def test_archived_threads_are_paged_back_to_the_watermark() -> None:
+    fake = FakeDiscord()
+    for day in (28, 27, 26, 25, 24):  # one thread a day, each archived that evening
+        started = snowflake_at(datetime(2026, 2, day, 9, tzinfo=timezone.utc))
+        fake.archived.append(
+            {
+                "id": str(started),
+                "type": 11,
+                "parent_id": str(HELP),
+                "last_message_id": str(started + 1),
+                "thread_metadata": {
+                    "archived": True,
+                    "archive_timestamp": f"2026-02-{day}T20:00:00.000000+00:00",
+                },
+            }
+        )
+        fake.add(started, started + 1)
+    watermark = snowflake_at(datetime(2026, 2, 26, 12, tzinfo=timezone.utc))
+    batch = read_stream(fake_source(fake), watermark)
+    # the 27th's and 28th's threads have new messages; the 26th's was archived after the
+    # watermark but has nothing new; no third page is asked for, as the second reached
+    # a thread archived before the watermark
+    assert [snowflake_time(m.id).day for m in batch.messages] == [27, 28]
+    listed = [params for path, params in fake.requests if path.endswith("/archived/public")]
+    assert [params.get("before") for params in listed] == [
+        None,
+        "2026-02-27T20:00:00.000000+00:00",
+    ]
 
 
 def test_a_server_error_is_retried_with_backoff() -> None:

@@ -219,15 +219,15 @@ class FakeSlack:
         if method == "auth.test":
             return SlackAnswer(200, {}, {"ok": True, "url": SITE, "team_id": "T0KESTREL"})
         oldest = ts_to_id(str(params["oldest"]))
-        if method == "conversations.replies":
-            found = [r for r in self.replies[str(params["ts"])] if ts_to_id(r["ts"]) > oldest]
-            return SlackAnswer(200, {}, {"ok": True, "messages": found, "has_more": False})
-        latest = ts_to_id(str(params["latest"]))
-        inside = sorted(
-            (m for m in self.messages if oldest <= ts_to_id(m["ts"]) <= latest),
-            key=lambda m: ts_to_id(m["ts"]),
-            reverse=True,
-        )
+        if method == "conversations.replies":  # oldest first, like Slack
+            inside = [r for r in self.replies[str(params["ts"])] if ts_to_id(r["ts"]) > oldest]
+        else:  # newest first
+            latest = ts_to_id(str(params["latest"]))
+            inside = sorted(
+                (m for m in self.messages if oldest <= ts_to_id(m["ts"]) <= latest),
+                key=lambda m: ts_to_id(m["ts"]),
+                reverse=True,
+            )
         skip = int(str(params.get("cursor", "0")))
         page = inside[skip : skip + min(int(params["limit"]), self.cap)]
         more = skip + len(page) < len(inside)
@@ -337,6 +337,20 @@ def test_the_network_failing_keeps_what_was_read() -> None:
     fake.failures["auth.test"] = [TimeoutError("timed out")]
     batch = read_stream(fake_source(fake), 0)
     assert batch.messages == () and "cannot reach Slack (TimeoutError)" in str(batch.interrupted)
+
+
+def test_a_long_thread_is_read_page_by_page() -> None:
+    fake = FakeSlack()
+    question = ts_at(NOON - timedelta(hours=5))
+    fake.say(question)
+    answers = [ts_at(NOON - timedelta(hours=4, minutes=minute)) for minute in (50, 40, 30, 20, 10)]
+    for answer in answers:
+        fake.reply(question, answer)
+    source = fake_source(fake, page_size=2, thread_lookback_days=0)
+    batch = read_stream(source, ts_to_id(question) - 1)
+    assert [id_to_ts(m.id) for m in batch.messages] == [question, *answers]
+    replies = [params for method, params in fake.calls if method == "conversations.replies"]
+    assert [params.get("cursor") for params in replies] == [None, "2", "4"]
 
 
 def test_threads_off_reads_no_replies() -> None:
