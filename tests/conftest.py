@@ -13,6 +13,8 @@ PLACEHOLDERS = {
     "GITHUB_TOKEN": "test-github-token",
     "OPENAI_API_KEY": "test-openai-key",
     "ZULIP_API_KEY": "test-zulip-key",
+    "DISCORD_BOT_TOKEN": "test-discord-token",
+    "SLACK_BOT_TOKEN": "xoxb-test-slack-token",
 }
 
 
@@ -26,7 +28,9 @@ def vcr_config() -> dict[str, Any]:
             "cookie",
             "set-cookie",
         ],
-        "filter_query_parameters": ["key"],
+        "filter_query_parameters": ["key", "token"],
+        # Slack accepts the token as a form field too; slack_sdk sends it in Authorization.
+        "filter_post_data_parameters": ["token"],
         # No "record_mode" here: it would override pytest-recording's --record-mode flag,
         # whose default ("none") replays only; `--record-mode=once` re-records.
         "decode_compressed_response": True,

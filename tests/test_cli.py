@@ -369,7 +369,7 @@ def test_validate_prints_one_line_per_problem(
         "docs: {rooot: docs}\n"
         "streams:\n"
         "  - {id: main, kind: export, path: chat.json}\n"
-        "  - {id: other, kind: slack}\n"
+        "  - {id: other, kind: irc}\n"
         "models: {embedding_dimensions: 2}\n",
         encoding="utf-8",
     )
@@ -377,7 +377,7 @@ def test_validate_prints_one_line_per_problem(
     assert code == 1
     assert stdout.splitlines() == [
         "docs.rooot: is not a known key; check its spelling against " + CONFIG_REFERENCE,
-        "streams[1].kind: 'slack' is not one of telegram, zulip, export",
+        "streams[1].kind: 'irc' is not one of telegram, zulip, export, discord, slack",
         "models.embedding_dimensions: Input should be greater than or equal to 8",
     ]
 

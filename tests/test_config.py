@@ -41,9 +41,19 @@ def test_two_line_config_gets_defaults() -> None:
 
 def test_unknown_stream_kind_names_the_key_and_choices() -> None:
     problems = problems_of(
-        {"streams": [{"id": "a", "kind": "export", "path": "x.json"}, {"id": "b", "kind": "slack"}]}
+        {"streams": [{"id": "a", "kind": "export", "path": "x.json"}, {"id": "b", "kind": "irc"}]}
     )
-    assert problems == ["streams[1].kind: 'slack' is not one of telegram, zulip, export"]
+    assert problems == [
+        "streams[1].kind: 'irc' is not one of telegram, zulip, export, discord, slack"
+    ]
+
+
+def test_a_slack_channel_name_asks_for_the_id() -> None:
+    problems = problems_of({"streams": [{"id": "s", "kind": "slack", "channel": "#help"}]})
+    assert problems == [
+        "streams[0].channel: '#help' is not a channel id; use the id like C0123456789, shown "
+        "at the bottom of the channel's details in Slack"
+    ]
 
 
 def test_misspelt_key_is_one_line() -> None:
@@ -104,7 +114,13 @@ def test_missing_file_gives_defaults(tmp_path: Path) -> None:
 def test_example_documents_every_key() -> None:
     text = (ROOT / "config/pythia.example.yml").read_text()
     config = load_config(ROOT / "config/pythia.example.yml")
-    assert {stream.kind for stream in config.streams} == {"telegram", "zulip", "export"}
+    assert {stream.kind for stream in config.streams} == {
+        "telegram",
+        "zulip",
+        "export",
+        "discord",
+        "slack",
+    }
 
     def keys(model: type, prefix: str = "") -> list[str]:
         found = []
@@ -115,9 +131,15 @@ def test_example_documents_every_key() -> None:
                 found += keys(annotation)
         return found
 
-    from pythia.config import ExportStream, TelegramStream, ZulipStream
+    from pythia.config import (
+        DiscordStream,
+        ExportStream,
+        SlackStream,
+        TelegramStream,
+        ZulipStream,
+    )
 
-    for model in (Config, TelegramStream, ZulipStream, ExportStream):
+    for model in (Config, TelegramStream, ZulipStream, ExportStream, DiscordStream, SlackStream):
         for key in keys(model):
             assert f"{key}:" in text, f"{key} is not documented in pythia.example.yml"
     # every key in the example carries a comment, in the example or on the section

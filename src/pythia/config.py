@@ -160,7 +160,49 @@ class ExportStream(StreamBase):
     )
 
 
-Stream = Annotated[TelegramStream | ZulipStream | ExportStream, Field(discriminator="kind")]
+class DiscordStream(StreamBase):
+    kind: Literal["discord"]
+    channel: int = Field(
+        description="Id of a text, announcement or forum channel (Copy Channel ID in Discord)."
+    )
+    threads: bool = Field(
+        True, description="Also read the channel's public threads; a forum's posts always are."
+    )
+    batch_size: int = Field(100, ge=1, le=100, description="Messages per request (max 100).")
+    max_rate_limit_wait_seconds: int = Field(
+        300, ge=0, description="Rate-limit waits a run sits out before stopping the stream."
+    )
+
+
+class SlackStream(StreamBase):
+    kind: Literal["slack"]
+    channel: str = Field(description="Channel id, e.g. 'C0123456789' (not its name).")
+    threads: bool = Field(True, description="Also read the replies in threads.")
+    thread_lookback_days: int = Field(
+        7, ge=0, description="How far before the watermark threads are checked for new replies."
+    )
+    page_size: int = Field(
+        200, ge=1, le=999, description="Messages per request (Slack suggests at most 200)."
+    )
+    max_rate_limit_wait_seconds: int = Field(
+        600, ge=0, description="Rate-limit waits a run sits out before stopping the stream."
+    )
+
+    @field_validator("channel")
+    @classmethod
+    def _channel_id(cls, value: str) -> str:
+        if re.fullmatch(r"[CG][A-Z0-9]{6,}", value):
+            return value
+        raise ValueError(
+            f"'{value}' is not a channel id; use the id like C0123456789, shown at the bottom "
+            "of the channel's details in Slack"
+        )
+
+
+Stream = Annotated[
+    TelegramStream | ZulipStream | ExportStream | DiscordStream | SlackStream,
+    Field(discriminator="kind"),
+]
 
 
 class Threads(Strict):
@@ -390,6 +432,8 @@ class Secrets(BaseModel):
     telegram_session: SecretStr | None = None
     telegram_bot_token: SecretStr | None = None
     zulip_api_key: SecretStr | None = None
+    discord_bot_token: SecretStr | None = None
+    slack_bot_token: SecretStr | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Secrets:
@@ -421,7 +465,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("telegram", "zulip", "export") and path.endswith("]"):
+        elif part in ("telegram", "zulip", "export", "discord", "slack") and path.endswith("]"):
             continue  # the discriminator's own branch name adds nothing for the reader
         else:
             path += f".{part}" if path else str(part)
@@ -439,7 +483,7 @@ def _describe(error: Mapping[str, Any]) -> str:
         expected = str(ctx.get("expected_tags", "")).replace("'", "")
         return f"'{ctx.get('tag')}' is not one of {expected}"
     if kind == "union_tag_not_found":
-        return "needs a 'kind' (telegram, zulip or export)"
+        return "needs a 'kind' (telegram, zulip, export, discord or slack)"
     message = str(error["msg"])
     return message[len("Value error, ") :] if message.startswith("Value error, ") else message
 

@@ -22,7 +22,15 @@ from pydantic import SecretStr
 from .. import db, index, pipeline, prompts, safety
 from .. import search as hybrid
 from ..checks import EditChecks
-from ..config import ExportStream, Secrets, Stream, TelegramStream, ZulipStream
+from ..config import (
+    DiscordStream,
+    ExportStream,
+    Secrets,
+    SlackStream,
+    Stream,
+    TelegramStream,
+    ZulipStream,
+)
 from ..embedcache import CachedEmbedder
 from ..models import Hit
 from ..ports import LLM, ChatSource, Embedder, Publisher
@@ -204,6 +212,22 @@ def build_source(stream: Stream, *, secrets: Secrets, salt: str) -> ChatSource:
         from ..sources.export import ExportSource
 
         return ExportSource(stream, salt=salt)
+    if isinstance(stream, DiscordStream):
+        from ..sources.discord import DiscordSource, make_http
+
+        discord_stream = stream
+        return DiscordSource(
+            discord_stream,
+            http_factory=lambda: make_http(discord_stream, secrets=secrets),
+            salt=salt,
+        )
+    if isinstance(stream, SlackStream):
+        from ..sources.slack import SlackSource, make_web
+
+        slack_stream = stream
+        return SlackSource(
+            slack_stream, web_factory=lambda: make_web(slack_stream, secrets=secrets), salt=salt
+        )
     raise SourceError(f"stream kind of '{stream.id}' is not supported")
 
 
