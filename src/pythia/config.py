@@ -85,6 +85,11 @@ class StreamBase(Strict):
     start: str | int | date = Field(
         "newest", description="First run only: 'newest', 'oldest', a message id or a date."
     )
+    trusted_authors: list[str] = Field(
+        default_factory=list,
+        description="Maintainers whose replies answer a question: the platform's user ids or "
+        "handles (e.g. 'alice', '12345'); matched, never published.",
+    )
 
     @field_validator("id")
     @classmethod
@@ -263,6 +268,11 @@ class Publish(Strict):
     )
     min_people: int = Field(
         1, ge=1, description="Propose a docs gap only once this many people asked about it."
+    )
+    require_answer: bool = Field(
+        False,
+        description="Propose only from conversations with an accepted answer or a reply from "
+        "a stream's trusted_authors.",
     )
 
     @field_validator("data_branch")

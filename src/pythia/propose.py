@@ -17,7 +17,17 @@ from . import prompts
 from .config import Config
 from .edits import EditError, PathPolicy, apply_edits, unified_diff
 from .handles import member_handles
-from .models import Demand, Edit, Evidence, Hit, Message, Proposal, Thread, Verdict
+from .models import (
+    Demand,
+    Edit,
+    Evidence,
+    Hit,
+    Message,
+    Proposal,
+    Thread,
+    Verdict,
+    strongest,
+)
 from .ports import LLM, GenerateRequest
 from .safety import clip, sanitize_for_publishing
 from .structured import generate_model, request_for
@@ -208,9 +218,10 @@ def propose_for(
     if isinstance(edited, NoChange):
         return NoChange(edited.reason or "the model proposed no change")
     thread, verdict = conversations[0]
-    return _proposal(
+    proposal = _proposal(
         thread, verdict, edited, texts, hits, config, by_index=by_index, demand=demand
     )
+    return replace(proposal, answered=strongest(thread.answered for thread, _ in conversations))
 
 
 def _shown(
