@@ -18,7 +18,14 @@ PLACEHOLDERS = {
 @pytest.fixture(scope="session")
 def vcr_config() -> dict[str, Any]:
     return {
-        "filter_headers": ["authorization", "x-goog-api-key", "cookie", "set-cookie"],
+        "filter_headers": [
+            "authorization",
+            "x-goog-api-key",
+            "cookie",
+            "set-cookie",
+            "api-key",  # Discourse's user API key and the user it acts as
+            "api-username",
+        ],
         "filter_query_parameters": ["key"],
         # No "record_mode" here: it would override pytest-recording's --record-mode flag,
         # whose default ("none") replays only; `--record-mode=once` re-records.

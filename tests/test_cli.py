@@ -294,7 +294,8 @@ def test_validate_prints_one_line_per_problem(
     assert code == 1
     assert stdout.splitlines() == [
         "docs.rooot: is not a known key; check its spelling against config/pythia.example.yml",
-        "streams[1].kind: 'slack' is not one of telegram, zulip, export",
+        "streams[1].kind: 'slack' is not one of telegram, zulip, export, github-discussions, "
+        "discourse",
         "models.embedding_dimensions: Input should be greater than or equal to 8",
     ]
 

@@ -42,7 +42,10 @@ def test_unknown_stream_kind_names_the_key_and_choices() -> None:
     problems = problems_of(
         {"streams": [{"id": "a", "kind": "export", "path": "x.json"}, {"id": "b", "kind": "slack"}]}
     )
-    assert problems == ["streams[1].kind: 'slack' is not one of telegram, zulip, export"]
+    assert problems == [
+        "streams[1].kind: 'slack' is not one of telegram, zulip, export, github-discussions, "
+        "discourse"
+    ]
 
 
 def test_misspelt_key_is_one_line() -> None:
@@ -103,7 +106,13 @@ def test_missing_file_gives_defaults(tmp_path: Path) -> None:
 def test_example_documents_every_key() -> None:
     text = (ROOT / "config/pythia.example.yml").read_text()
     config = load_config(ROOT / "config/pythia.example.yml")
-    assert {stream.kind for stream in config.streams} == {"telegram", "zulip", "export"}
+    assert {stream.kind for stream in config.streams} == {
+        "telegram",
+        "zulip",
+        "export",
+        "github-discussions",
+        "discourse",
+    }
 
     def keys(model: type, prefix: str = "") -> list[str]:
         found = []
@@ -114,9 +123,16 @@ def test_example_documents_every_key() -> None:
                 found += keys(annotation)
         return found
 
-    from pythia.config import ExportStream, TelegramStream, ZulipStream
+    from pythia.config import (
+        DiscourseStream,
+        ExportStream,
+        GitHubDiscussionsStream,
+        TelegramStream,
+        ZulipStream,
+    )
 
-    for model in (Config, TelegramStream, ZulipStream, ExportStream):
+    kinds = (TelegramStream, ZulipStream, ExportStream, GitHubDiscussionsStream, DiscourseStream)
+    for model in (Config, *kinds):
         for key in keys(model):
             assert f"{key}:" in text, f"{key} is not documented in pythia.example.yml"
     # every key in the example carries a comment, in the example or on the section

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import harness
 from doubles import FunctionLLM, HashEmbedder, ListSource, MemoryPublisher
 from kestrel_model import answer
@@ -248,3 +250,10 @@ def test_without_require_answer_unanswered_conversations_are_proposed(tmp_path: 
     report, publisher = run(tmp_path, proxy_thread(10, trusted=False))
     assert len(report.proposals_opened) == 1
     assert json.dumps([p.answered for p in publisher.prs.values()]) == "[null]"
+
+
+@pytest.mark.parametrize("kind", ["github-discussions", "discourse"])
+def test_forum_streams_validate(kind: str) -> None:
+    extra = {"site": "https://discuss.example.org"} if kind == "discourse" else {}
+    config = parse_config({"streams": [{"id": "qa", "kind": kind, "categories": ["Q&A"], **extra}]})
+    assert config.streams[0].trusted_authors == []

@@ -148,7 +148,46 @@ class ExportStream(StreamBase):
     )
 
 
-Stream = Annotated[TelegramStream | ZulipStream | ExportStream, Field(discriminator="kind")]
+class GitHubDiscussionsStream(StreamBase):
+    kind: Literal["github-discussions"]
+    repository: str = Field(
+        "", description="owner/name whose Discussions to read; empty means this repository."
+    )
+    categories: list[str] = Field(
+        default_factory=list,
+        description="Category names or slugs to read, e.g. 'Q&A'; empty reads all.",
+    )
+    max_topics: int = Field(
+        200, ge=1, description="Discussions read per run at most; a backfill goes on next run."
+    )
+
+    @field_validator("repository")
+    @classmethod
+    def _owner_and_name(cls, value: str) -> str:
+        value = value.strip()
+        if value and (value.count("/") != 1 or not all(value.split("/"))):
+            raise ValueError(f"'{value}' is not owner/name, like 'astral-sh/uv'")
+        return value
+
+
+class DiscourseStream(StreamBase):
+    kind: Literal["discourse"]
+    site: str = Field(description="The forum's URL, e.g. 'https://discuss.example.org'.")
+    categories: list[str] = Field(
+        default_factory=list,
+        description="Category slugs, names or ids to read; with tags, a topic in either is read.",
+    )
+    tags: list[str] = Field(default_factory=list, description="Tags to read, e.g. 'docs'.")
+    max_topics: int = Field(
+        200, ge=1, description="Topics read per run at most; a backfill goes on next run."
+    )
+
+
+Stream = Annotated[
+    TelegramStream | ZulipStream | ExportStream | GitHubDiscussionsStream | DiscourseStream,
+    Field(discriminator="kind"),
+]
+STREAM_KINDS = ("telegram", "zulip", "export", "github-discussions", "discourse")
 
 
 class Threads(Strict):
@@ -358,6 +397,8 @@ class Secrets(BaseModel):
     telegram_session: SecretStr | None = None
     telegram_bot_token: SecretStr | None = None
     zulip_api_key: SecretStr | None = None
+    discourse_api_key: SecretStr | None = None
+    discourse_api_username: SecretStr | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Secrets:
@@ -389,7 +430,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("telegram", "zulip", "export") and path.endswith("]"):
+        elif part in STREAM_KINDS and path.endswith("]"):
             continue  # the discriminator's own branch name adds nothing for the reader
         else:
             path += f".{part}" if path else str(part)
@@ -407,7 +448,7 @@ def _describe(error: Mapping[str, Any]) -> str:
         expected = str(ctx.get("expected_tags", "")).replace("'", "")
         return f"'{ctx.get('tag')}' is not one of {expected}"
     if kind == "union_tag_not_found":
-        return "needs a 'kind' (telegram, zulip or export)"
+        return f"needs a 'kind' ({', '.join(STREAM_KINDS[:-1])} or {STREAM_KINDS[-1]})"
     message = str(error["msg"])
     return message[len("Value error, ") :] if message.startswith("Value error, ") else message
 

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING
 
 from .. import db, index, pipeline, prompts, safety
 from .. import search as hybrid
-from ..config import ExportStream, Secrets, Stream, TelegramStream, ZulipStream
+from ..config import (
+    DiscourseStream,
+    ExportStream,
+    GitHubDiscussionsStream,
+    Secrets,
+    Stream,
+    TelegramStream,
+    ZulipStream,
+)
 from ..models import Hit
 from ..ports import LLM, ChatSource, Embedder, Publisher
 from ..propose import Searcher
@@ -92,8 +100,11 @@ def searcher(workspace: Workspace, conn: db.Connection, embedder: Embedder | Non
 # --- sources ---------------------------------------------------------------------------------
 
 
-def build_source(stream: Stream, *, secrets: Secrets, salt: str) -> ChatSource:
-    """The real source for one configured stream (network clients are created lazily)."""
+def build_source(
+    stream: Stream, *, secrets: Secrets, salt: str, repository: str = "", api_url: str = ""
+) -> ChatSource:
+    """The real source for one configured stream (network clients are created lazily);
+    `repository` and `api_url` are the run's (GITHUB_REPOSITORY, GITHUB_API_URL)."""
     if not salt:
         raise SourceError(
             "the pseudonym salt is empty; set privacy.salt or run inside a repository"
@@ -115,6 +126,27 @@ def build_source(stream: Stream, *, secrets: Secrets, salt: str) -> ChatSource:
         from ..sources.export import ExportSource
 
         return ExportSource(stream, salt=salt)
+    if isinstance(stream, GitHubDiscussionsStream):
+        from ..sources.github_discussions import GitHubDiscussionsSource
+
+        token = secrets.github_token
+        return GitHubDiscussionsSource(
+            stream,
+            token=token.get_secret_value() if token is not None else None,
+            salt=salt,
+            repository=repository,
+            api_url=api_url,
+        )
+    if isinstance(stream, DiscourseStream):
+        from ..sources.discourse import DiscourseSource
+
+        key, username = secrets.discourse_api_key, secrets.discourse_api_username
+        return DiscourseSource(
+            stream,
+            salt=salt,
+            api_key=key.get_secret_value() if key is not None else None,
+            api_username=username.get_secret_value() if username is not None else None,
+        )
     raise SourceError(f"stream kind of '{stream.id}' is not supported")
 
 
@@ -154,7 +186,15 @@ def build_sources(workspace: Workspace, streams: Sequence[Stream]) -> list[ChatS
     sources: list[ChatSource] = []
     for stream in streams:
         try:
-            sources.append(build_source(stream, secrets=workspace.secrets, salt=workspace.salt))
+            sources.append(
+                build_source(
+                    stream,
+                    secrets=workspace.secrets,
+                    salt=workspace.salt,
+                    repository=workspace.repository,
+                    api_url=workspace.api_url,
+                )
+            )
         except SourceError as error:
             sources.append(UnreadableSource(stream.id, str(error)))
     return sources
