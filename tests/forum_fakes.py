@@ -134,7 +134,21 @@ class FakeGitHub:
             return response({"data": {"repository": {"discussions": self._list(variables)}}})
         if query == gd.DISCUSSION:
             found = self.discussions.get(variables["number"])
-            body = None if found is None else self._discussion(found, variables)
+            if found is None:  # as GitHub answers for a deleted discussion
+                return response(
+                    {
+                        "data": {"repository": {"discussion": None}},
+                        "errors": [
+                            {
+                                "type": "NOT_FOUND",
+                                "path": ["repository", "discussion"],
+                                "message": "Could not resolve to a Discussion with the "
+                                f"number of {variables['number']}.",
+                            }
+                        ],
+                    }
+                )
+            body = self._discussion(found, variables)
             return response({"data": {"repository": {"discussion": body}}})
         raise AssertionError(f"unexpected query {query[:60]!r}")
 

@@ -13,6 +13,7 @@ from forum_fakes import FakeGitHub
 from pythia.app.compose import build_source
 from pythia.config import GitHubDiscussionsStream, Secrets
 from pythia.sources import SourceError, pseudonym, read_stream
+from pythia.sources import github_discussions as gd
 from pythia.sources.forum import forum_id
 from pythia.sources.github_discussions import GitHubDiscussionsSource, graphql_url
 
@@ -148,6 +149,20 @@ def test_newest_starts_after_the_latest_activity_and_dates_need_no_request() -> 
         == forum_id(datetime(2026, 3, 5, tzinfo=timezone.utc), 0) - 1
     )
     assert fake.queries == []
+
+
+def test_a_discussion_deleted_after_it_was_listed_is_skipped() -> None:
+    class Deleting(FakeGitHub):
+        def request(self, method: str, url: str, **kwargs: Any) -> Any:
+            if kwargs["json"]["query"] == gd.DISCUSSION:
+                self.discussions.pop(1, None)
+            return super().request(method, url, **kwargs)
+
+    fake = Deleting()
+    when = datetime(2026, 3, 5, tzinfo=timezone.utc)
+    fake.discuss(1, title="Gone", body="soon deleted", login="ann", at=when)
+    fake.discuss(2, title="Kept", body="still here", login="bob", at=when)
+    assert [m.text for m in fake_source(fake).fetch(0)] == ["Kept\n\nstill here"]
 
 
 def test_only_the_configured_categories_are_read() -> None:

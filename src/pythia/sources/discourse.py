@@ -132,9 +132,9 @@ class DiscourseSource:
 
     # --- requests ------------------------------------------------------------------------
 
-    def _get(self, path: str, params: Any = None) -> Any:
-        """The JSON of one GET; None for a topic that is gone or hidden from us (404, 403 on
-        /t/), a SourceError for anything a setting must fix."""
+    def _get(self, path: str, params: Any = None) -> dict[str, Any] | None:
+        """The JSON object of one GET; None for a topic that is gone or hidden from us (403,
+        404 or 410 on /t/), a SourceError for anything a setting must fix."""
         if bool(self._api_key) != bool(self._api_username):
             raise SourceError(
                 f"stream '{self.stream}': set both DISCOURSE_API_KEY and "
@@ -145,6 +145,17 @@ class DiscourseSource:
             headers |= {"Api-Key": self._api_key, "Api-Username": self._api_username}
         response = self._http.send("GET", f"{self.site}{path}", params=params, headers=headers)
         status = response.status_code
+        if status == 200:
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
+            if isinstance(answer, dict):
+                return answer
+            raise SourceError(
+                f"stream '{self.stream}': {self.site} did not answer like a Discourse forum; "
+                "check the site URL"
+            )
         if status in (403, 404, 410) and path.startswith("/t/"):
             return None
         if status in (401, 403):
@@ -157,13 +168,9 @@ class DiscourseSource:
                 f"stream '{self.stream}': {self.site}{path} was not found; check the site URL, "
                 "the categories and the tags"
             )
-        try:
-            return response.json() if status == 200 else None
-        except ValueError:
-            raise SourceError(
-                f"stream '{self.stream}': {self.site} did not answer like a Discourse forum; "
-                "check the site URL"
-            ) from None
+        raise SourceError(
+            f"stream '{self.stream}': {self.site}{path} answered {status}; check the site URL"
+        )
 
     def _topic_lists(self) -> list[str]:
         """The topic lists to scan: the categories' and tags', or the latest topics."""

@@ -31,6 +31,7 @@ are kept small (one discussion per request) because the Actions token has 1,000 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -41,7 +42,7 @@ import requests
 
 from ..config import GitHubDiscussionsStream
 from ..models import Message
-from . import SourceError, StreamInterrupted, is_trusted, pseudonym
+from . import SourceError, is_trusted, pseudonym
 from .forum import (
     Http,
     Topic,
@@ -53,6 +54,8 @@ from .forum import (
     scan_cutoff,
     start_after,
 )
+
+log = logging.getLogger(__name__)
 
 GRAPHQL_URL = "https://api.github.com/graphql"
 SECONDARY_LIMIT_SECONDS = 60.0
@@ -150,6 +153,14 @@ def rate_limit_wait(response: requests.Response) -> float | None:
     return None
 
 
+def _gone(error: object) -> bool:
+    """A discussion deleted (or moved away) between listing and reading: skipped, not fatal."""
+    if not isinstance(error, dict) or error.get("type") != "NOT_FOUND":
+        return False
+    path = error.get("path")
+    return isinstance(path, list) and bool(path) and path[-1] == "discussion"
+
+
 def _rate_limited(response: requests.Response) -> bool:
     if response.status_code == 429:
         return True
@@ -245,7 +256,7 @@ class GitHubDiscussionsSource:
                 f"stream '{self.stream}': {self._url} answered {response.status_code} without "
                 "GraphQL data; check GITHUB_API_URL"
             )
-        errors = answer.get("errors") or []
+        errors = [error for error in answer.get("errors") or [] if not _gone(error)]
         if errors:
             raise SourceError(self._explain(errors))
         data = answer.get("data")
@@ -321,6 +332,8 @@ class GitHubDiscussionsSource:
             )
             page = self._repository(data).get("discussions") or {}
             for node in page.get("nodes") or []:
+                if not isinstance(node, dict):
+                    continue
                 updated = parse_time(node.get("updatedAt"))
                 created = parse_time(node.get("createdAt"))
                 if updated is None or created is None or not isinstance(node.get("number"), int):
@@ -339,7 +352,11 @@ class GitHubDiscussionsSource:
         for category in self._categories():
             data = self._query(LIST, owner=owner, name=name, category=category, first=1)
             nodes = (self._repository(data).get("discussions") or {}).get("nodes") or []
-            latest += [t for node in nodes if (t := parse_time(node.get("updatedAt")))]
+            latest += [
+                t
+                for node in nodes
+                if isinstance(node, dict) and (t := parse_time(node.get("updatedAt")))
+            ]
         return max(latest, default=None)
 
     def _discussion(self, topic: Topic) -> list[Message]:
@@ -393,11 +410,13 @@ class GitHubDiscussionsSource:
         number = int(discussion["number"])
         created = parse_time(discussion.get("createdAt"))
         if created is None:
-            raise StreamInterrupted(
-                self.stream, last_id=None, reason=f"discussion #{number} came without a date"
+            log.warning(
+                "stream %s: discussion #%d came without a date; skipped", self.stream, number
             )
+            return []
         chosen = parse_time(discussion.get("answerChosenAt"))
-        answer = (discussion.get("answer") or {}).get("id")
+        marked = discussion.get("answer")
+        answer = marked.get("id") if isinstance(marked, dict) else None
         title = str(discussion.get("title", "")).strip()
         body = str(discussion.get("body", "")).strip()
         opening = self._message(
