@@ -24,9 +24,10 @@ def vcr_config() -> dict[str, Any]:
         "filter_headers": [
             "authorization",
             "x-goog-api-key",
-            "api-key",  # Azure-style OpenAI gateways
+            "api-key",  # Azure-style OpenAI gateways, Discourse
             "cookie",
             "set-cookie",
+            "api-username",  # Discourse's user the API key acts as
         ],
         "filter_query_parameters": ["key", "token"],
         # Slack accepts the token as a form field too; slack_sdk sends it in Authorization.

@@ -377,7 +377,8 @@ def test_validate_prints_one_line_per_problem(
     assert code == 1
     assert stdout.splitlines() == [
         "docs.rooot: is not a known key; check its spelling against " + CONFIG_REFERENCE,
-        "streams[1].kind: 'irc' is not one of telegram, zulip, export, discord, slack",
+        "streams[1].kind: 'irc' is not one of telegram, zulip, export, discord, slack, "
+        "github-discussions, discourse",
         "models.embedding_dimensions: Input should be greater than or equal to 8",
     ]
 

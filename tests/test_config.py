@@ -44,7 +44,8 @@ def test_unknown_stream_kind_names_the_key_and_choices() -> None:
         {"streams": [{"id": "a", "kind": "export", "path": "x.json"}, {"id": "b", "kind": "irc"}]}
     )
     assert problems == [
-        "streams[1].kind: 'irc' is not one of telegram, zulip, export, discord, slack"
+        "streams[1].kind: 'irc' is not one of telegram, zulip, export, discord, slack, "
+        "github-discussions, discourse"
     ]
 
 
@@ -120,6 +121,8 @@ def test_example_documents_every_key() -> None:
         "export",
         "discord",
         "slack",
+        "github-discussions",
+        "discourse",
     }
 
     def keys(model: type, prefix: str = "") -> list[str]:
@@ -133,13 +136,24 @@ def test_example_documents_every_key() -> None:
 
     from pythia.config import (
         DiscordStream,
+        DiscourseStream,
         ExportStream,
+        GitHubDiscussionsStream,
         SlackStream,
         TelegramStream,
         ZulipStream,
     )
 
-    for model in (Config, TelegramStream, ZulipStream, ExportStream, DiscordStream, SlackStream):
+    kinds = (
+        TelegramStream,
+        ZulipStream,
+        ExportStream,
+        DiscordStream,
+        SlackStream,
+        GitHubDiscussionsStream,
+        DiscourseStream,
+    )
+    for model in (Config, *kinds):
         for key in keys(model):
             assert f"{key}:" in text, f"{key} is not documented in pythia.example.yml"
     # every key in the example carries a comment, in the example or on the section

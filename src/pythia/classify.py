@@ -213,7 +213,13 @@ def _template_values(config: Config, batch: Sequence[Thread]) -> dict[str, Any]:
         }
         for number, thread in enumerate(batch, 1)
     ]
-    return {"project": config.project, "categories": config.categories, "threads": threads}
+    signals = any(prompts.has_signals((*t.context, *t.messages)) for t in batch)
+    return {
+        "project": config.project,
+        "categories": config.categories,
+        "threads": threads,
+        "signals": signals,
+    }
 
 
 class PromptSize:

@@ -102,6 +102,11 @@ class StreamBase(Strict):
     start: str | int | date = Field(
         "newest", description="First run only: 'newest', 'oldest', a message id or a date."
     )
+    trusted_authors: list[str] = Field(
+        default_factory=list,
+        description="Maintainers whose replies answer a question: the platform's user ids or "
+        "handles (e.g. 'alice', '12345'); matched, never published.",
+    )
 
     @field_validator("id")
     @classmethod
@@ -199,10 +204,54 @@ class SlackStream(StreamBase):
         )
 
 
+class GitHubDiscussionsStream(StreamBase):
+    kind: Literal["github-discussions"]
+    repository: str = Field(
+        "", description="owner/name whose Discussions to read; empty means this repository."
+    )
+    categories: list[str] = Field(
+        default_factory=list,
+        description="Category names or slugs to read, e.g. 'Q&A'; empty reads all.",
+    )
+    max_topics: int = Field(
+        200, ge=1, description="Discussions read per run at most; a backfill goes on next run."
+    )
+
+    @field_validator("repository")
+    @classmethod
+    def _owner_and_name(cls, value: str) -> str:
+        value = value.strip()
+        if value and (value.count("/") != 1 or not all(value.split("/"))):
+            raise ValueError(f"'{value}' is not owner/name, like 'astral-sh/uv'")
+        return value
+
+
+class DiscourseStream(StreamBase):
+    kind: Literal["discourse"]
+    site: str = Field(description="The forum's URL, e.g. 'https://discuss.example.org'.")
+    categories: list[str] = Field(
+        default_factory=list,
+        description="Category slugs, names or ids to read; with tags, a topic in either is read.",
+    )
+    tags: list[str] = Field(default_factory=list, description="Tags to read, e.g. 'docs'.")
+    max_topics: int = Field(
+        200, ge=1, description="Topics read per run at most; a backfill goes on next run."
+    )
+
+
 Stream = Annotated[
-    TelegramStream | ZulipStream | ExportStream | DiscordStream | SlackStream,
+    TelegramStream
+    | ZulipStream
+    | ExportStream
+    | DiscordStream
+    | SlackStream
+    | GitHubDiscussionsStream
+    | DiscourseStream,
     Field(discriminator="kind"),
 ]
+STREAM_KINDS = (
+    "telegram", "zulip", "export", "discord", "slack", "github-discussions", "discourse"
+)  # fmt: skip
 
 
 class Threads(Strict):
@@ -347,6 +396,11 @@ class Publish(Strict):
     min_people: int = Field(
         1, ge=1, description="Propose a docs gap only once this many people asked about it."
     )
+    require_answer: bool = Field(
+        False,
+        description="Propose only from conversations with an accepted answer or a reply from "
+        "a stream's trusted_authors.",
+    )
 
     @field_validator("data_branch")
     @classmethod
@@ -434,6 +488,8 @@ class Secrets(BaseModel):
     zulip_api_key: SecretStr | None = None
     discord_bot_token: SecretStr | None = None
     slack_bot_token: SecretStr | None = None
+    discourse_api_key: SecretStr | None = None
+    discourse_api_username: SecretStr | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Secrets:
@@ -465,7 +521,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("telegram", "zulip", "export", "discord", "slack") and path.endswith("]"):
+        elif part in STREAM_KINDS and path.endswith("]"):
             continue  # the discriminator's own branch name adds nothing for the reader
         else:
             path += f".{part}" if path else str(part)
@@ -483,7 +539,7 @@ def _describe(error: Mapping[str, Any]) -> str:
         expected = str(ctx.get("expected_tags", "")).replace("'", "")
         return f"'{ctx.get('tag')}' is not one of {expected}"
     if kind == "union_tag_not_found":
-        return "needs a 'kind' (telegram, zulip, export, discord or slack)"
+        return f"needs a 'kind' ({', '.join(STREAM_KINDS[:-1])} or {STREAM_KINDS[-1]})"
     message = str(error["msg"])
     return message[len("Value error, ") :] if message.startswith("Value error, ") else message
 

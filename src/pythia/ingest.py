@@ -55,7 +55,9 @@ def ingest(
     if batch.interrupted:
         report.error = batch.interrupted
         log.info("stream %s: %s", source.stream, batch.interrupted)
-    done = set(state.done_ids)
+    # Ids at or below where the fetch started are recorded by definition: a forum sends a topic
+    # that gained posts whole, and its earlier posts are context (sources.forum).
+    done = set(state.done_ids) | {m.id for m in batch.messages if m.id <= batch.after}
     grouped, settled = threading_.ready_threads(
         batch.messages,
         done=done,

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
+
+# How a conversation was resolved: a reply the platform marks as the answer (a Discourse
+# solution, GitHub's chosen answer), or a reply from one of the stream's `trusted_authors`.
+Resolution = Literal["accepted", "maintainer"]
+RESOLUTION_WORDS: dict[str, str] = {
+    "accepted": "marked as the answer",
+    "maintainer": "answered by a maintainer",
+}
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,29 @@ class Message:
     # The author's chat handle, when the platform says (Telegram usernames): only so that a
     # mention of it can be published as `author`; never stored, never published.
     handle: str | None = None
+    # Resolution signals the source sets: the platform marks this reply as the answer, and the
+    # author is one of the stream's `trusted_authors` (matched by the source, never published).
+    is_answer: bool = False
+    trusted: bool = False
+
+
+def resolution_of(messages: Sequence[Message]) -> Resolution | None:
+    """How a conversation was answered: a reply marked as the answer wins over a reply from a
+    trusted author; the opening message answers nothing (a maintainer may ask, too)."""
+    replies = messages[1:]
+    if any(message.is_answer for message in replies):
+        return "accepted"
+    if any(message.trusted for message in replies):
+        return "maintainer"
+    return None
+
+
+def strongest(resolutions: Iterable[Resolution | None]) -> Resolution | None:
+    """The strongest of several conversations' resolutions ('accepted' above 'maintainer')."""
+    found = set(resolutions)
+    if "accepted" in found:
+        return "accepted"
+    return "maintainer" if "maintainer" in found else None
 
 
 @dataclass(frozen=True)
@@ -32,12 +64,15 @@ class Thread:
 
     `omitted` holds the ids of messages of the thread left out to keep prompts small
     (`threads.trim_thread`); they are still part of it, so its outcome covers them too.
+    `answered` is how the whole conversation was resolved (`resolution_of` its messages, those
+    already judged included), set when it is grouped and kept when it is cut down.
     """
 
     stream: str
     messages: tuple[Message, ...]
     context: tuple[Message, ...] = ()
     omitted: tuple[int, ...] = ()
+    answered: Resolution | None = None
 
     @property
     def key(self) -> str:
@@ -201,6 +236,7 @@ class Proposal:
     sources: tuple[Hit, ...] = ()
     demand: Demand | None = None  # every conversation behind it, this run's and earlier ones
     support: tuple[LineNote, ...] = ()  # which messages each added line rests on
+    answered: Resolution | None = None  # the strongest resolution among its conversations
 
     @property
     def paths(self) -> tuple[str, ...]:

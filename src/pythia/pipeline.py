@@ -169,6 +169,7 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
             (v for v in verdicts.values() if v.doc_value),
             key=lambda verdict: _chat_order(by_key[verdict.thread_key][1]),
         )
+        valuable = _answered_only(valuable, by_key, config, report)
         with _stage(report, "retrieve", deps.clock):
             asked = _retrieve(valuable, by_key, config, deps, report)
             remember_hits(asked, by_key)
@@ -212,6 +213,28 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
                 deps.store.save_stream(stream.state)
     report.usage = deps.meter.totals()
     return report
+
+
+def _answered_only(
+    valuable: Sequence[Verdict],
+    by_key: dict[str, tuple[Ingested, Thread]],
+    config: Config,
+    report: RunReport,
+) -> list[Verdict]:
+    """With `publish.require_answer`, a doc-worthy conversation nobody answered is skipped and
+    its outcome recorded: an answer that comes later arrives as a new message (a forum's
+    accepted answer takes the time it was chosen) and the conversation is judged again."""
+    if not config.publish.require_answer:
+        return list(valuable)
+    kept = []
+    for verdict in valuable:
+        entry = by_key[verdict.thread_key]
+        if entry[1].answered is None:
+            _skip(report, verdict.thread_key, "not answered yet (publish.require_answer)")
+            record(entry, "not answered")
+        else:
+            kept.append(verdict)
+    return kept
 
 
 def _chat_order(thread: Thread) -> tuple[datetime, str]:

@@ -15,9 +15,10 @@ EmbedTask = Literal["document", "query"]
 
 
 class ChatSource(Protocol):
-    """A chat stream. `fetch` yields messages with ids above `after`, oldest first;
-    `start_after` turns the stream's `start` setting into the watermark of a first run, and
-    `close` releases the connection (sources connect lazily)."""
+    """A chat stream. `fetch` yields messages with ids above `after`, oldest first (a forum
+    also sends the earlier posts of a topic that gained new ones: ids at or below `after`
+    are context, never judged); `start_after` turns the stream's `start` setting into the
+    watermark of a first run, and `close` releases the connection (sources connect lazily)."""
 
     stream: str
 

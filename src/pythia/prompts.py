@@ -54,10 +54,16 @@ def _utc(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def has_signals(messages: Sequence[Message]) -> bool:
+    """Whether a prompt shows any resolution signal (and so explains them)."""
+    return any(message.is_answer or message.trusted for message in messages)
+
+
 def message_rows(
     messages: Sequence[Message], *, start: int = 1, role: str = "message"
 ) -> list[dict[str, Any]]:
-    """Messages numbered locally for a prompt, so the model can cite them by index."""
+    """Messages numbered locally for a prompt, so the model can cite them by index, with
+    their resolution signals (the platform's answer mark, a trusted author)."""
     by_id = {message.id: number for number, message in enumerate(messages, start)}
     return [
         {
@@ -67,6 +73,8 @@ def message_rows(
             "text": message.text,
             "role": role,
             "reply_to": by_id.get(message.reply_to) if message.reply_to is not None else None,
+            "answer": message.is_answer,
+            "maintainer": message.trusted,
         }
         for number, message in enumerate(messages, start)
     ]

@@ -19,7 +19,18 @@ from .config import Config
 from .edits import EditError, PathPolicy, apply_edits, unified_diff
 from .grounding import attribute_lines
 from .handles import member_handles
-from .models import Demand, Edit, Evidence, Hit, LineNote, Message, Proposal, Thread, Verdict
+from .models import (
+    Demand,
+    Edit,
+    Evidence,
+    Hit,
+    LineNote,
+    Message,
+    Proposal,
+    Thread,
+    Verdict,
+    strongest,
+)
 from .ports import LLM, GenerateRequest
 from .safety import clip, sanitize_for_publishing
 from .structured import generate_model, request_for
@@ -214,7 +225,9 @@ def propose_for(
     def review(edited: Edited) -> Review:
         assert checks is not None
         before = {path: texts[path] for path in edited.changed if path in texts}
-        return checks.review(before, edited.changed, evidence=_cited(edited, by_index))
+        context = [m.text for thread, _ in shown for m in thread.context]
+        evidence = [*_cited(edited, by_index), *context]
+        return checks.review(before, edited.changed, evidence=evidence)
 
     try:
         edited = edit_loop(
@@ -236,11 +249,16 @@ def propose_for(
     proposal = _proposal(
         thread, verdict, edited, texts, hits, config, by_index=by_index, demand=demand
     )
-    return replace(proposal, support=_support(proposal, texts, edited, by_index, checks))
+    return replace(
+        proposal,
+        support=_support(proposal, texts, edited, by_index, checks),
+        answered=strongest(thread.answered for thread, _ in conversations),
+    )
 
 
 def _cited(edited: Edited, by_index: Mapping[int, Message]) -> list[str]:
-    """The texts of the messages the model cites; all it was shown when it cites none."""
+    """The texts of the messages the model cites; all it was shown when it cites none. (The
+    grounding check also accepts what the conversation's earlier, context messages said.)"""
     cited = [by_index[i].text for i in dict.fromkeys(edited.reply.evidence) if i in by_index]
     return cited or [message.text for message in by_index.values()]
 

@@ -7,6 +7,9 @@ Grouping, message by message in id order (deterministic for the same input):
 3. otherwise it starts a new thread.
 Each thread then gets as context up to `context_messages` messages with the same key that come
 just before its first message and belong to other threads (shown to the model, never judged).
+A forum topic is one thread: its sources link every post to the opening (or to the post it
+answers), so rule 1 holds it together across any gap. Each thread also records how it was
+resolved (`models.resolution_of` its messages) before its recorded part moves to context.
 
 Size rule: a model never sees more than `max_messages` messages of a thread (context included,
 the context yielding first) nor a message longer than `max_message_chars`. The opening messages
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from .config import Prefilter, Threads
-from .models import Message, Thread
+from .models import Message, Thread, resolution_of
 
 
 @dataclass
@@ -119,7 +122,12 @@ def _with_context(
             context.append(message)
         index -= 1
     context.reverse()
-    return Thread(stream=first.stream, messages=tuple(group.messages), context=tuple(context))
+    return Thread(
+        stream=first.stream,
+        messages=tuple(group.messages),
+        context=tuple(context),
+        answered=resolution_of(group.messages),
+    )
 
 
 def settled(thread: Thread, now: datetime, settle_minutes: int) -> bool:
@@ -139,7 +147,9 @@ def pending(thread: Thread, done: Collection[int]) -> Thread | None:
         return thread
     judged = tuple(message for message in thread.messages if message.id in done)
     context = tuple(sorted({*thread.context, *judged}, key=lambda message: message.id))
-    return Thread(stream=thread.stream, messages=todo, context=context)
+    return Thread(
+        stream=thread.stream, messages=todo, context=context, answered=thread.answered
+    )
 
 
 CUT_NOTE = " [… message cut …] "
@@ -200,6 +210,7 @@ def trim_thread(thread: Thread, *, max_messages: int, max_message_chars: int) ->
         messages=tuple(messages),
         context=tuple(replace(m, text=cut_text(m.text, max_message_chars)) for m in context),
         omitted=tuple(sorted(omitted)),
+        answered=thread.answered,
     )
     return thread if trimmed == thread else trimmed
 

@@ -24,7 +24,9 @@ from .. import search as hybrid
 from ..checks import EditChecks
 from ..config import (
     DiscordStream,
+    DiscourseStream,
     ExportStream,
+    GitHubDiscussionsStream,
     Secrets,
     SlackStream,
     Stream,
@@ -189,8 +191,11 @@ def searcher(workspace: Workspace, conn: db.Connection, embedder: Embedder | Non
 # --- sources ---------------------------------------------------------------------------------
 
 
-def build_source(stream: Stream, *, secrets: Secrets, salt: str) -> ChatSource:
-    """The real source for one configured stream (network clients are created lazily)."""
+def build_source(
+    stream: Stream, *, secrets: Secrets, salt: str, repository: str = "", api_url: str = ""
+) -> ChatSource:
+    """The real source for one configured stream (network clients are created lazily);
+    `repository` and `api_url` are the run's (GITHUB_REPOSITORY, GITHUB_API_URL)."""
     if not salt:
         raise SourceError(
             "the pseudonym salt is empty; set privacy.salt or run inside a repository"
@@ -227,6 +232,27 @@ def build_source(stream: Stream, *, secrets: Secrets, salt: str) -> ChatSource:
         slack_stream = stream
         return SlackSource(
             slack_stream, web_factory=lambda: make_web(slack_stream, secrets=secrets), salt=salt
+        )
+    if isinstance(stream, GitHubDiscussionsStream):
+        from ..sources.github_discussions import GitHubDiscussionsSource
+
+        token = secrets.github_token
+        return GitHubDiscussionsSource(
+            stream,
+            token=token.get_secret_value() if token is not None else None,
+            salt=salt,
+            repository=repository,
+            api_url=api_url,
+        )
+    if isinstance(stream, DiscourseStream):
+        from ..sources.discourse import DiscourseSource
+
+        key, username = secrets.discourse_api_key, secrets.discourse_api_username
+        return DiscourseSource(
+            stream,
+            salt=salt,
+            api_key=key.get_secret_value() if key is not None else None,
+            api_username=username.get_secret_value() if username is not None else None,
         )
     raise SourceError(f"stream kind of '{stream.id}' is not supported")
 
@@ -267,7 +293,15 @@ def build_sources(workspace: Workspace, streams: Sequence[Stream]) -> list[ChatS
     sources: list[ChatSource] = []
     for stream in streams:
         try:
-            sources.append(build_source(stream, secrets=workspace.secrets, salt=workspace.salt))
+            sources.append(
+                build_source(
+                    stream,
+                    secrets=workspace.secrets,
+                    salt=workspace.salt,
+                    repository=workspace.repository,
+                    api_url=workspace.api_url,
+                )
+            )
         except SourceError as error:
             sources.append(UnreadableSource(stream.id, str(error)))
     return sources

@@ -29,6 +29,7 @@ class Workspace:
     secrets: Secrets
     repository: str = ""  # owner/name, when known
     repository_id: str = ""
+    api_url: str = ""  # GITHUB_API_URL, when known (GitHub Enterprise Server)
 
     @property
     def docs_root(self) -> Path:
@@ -93,6 +94,7 @@ def open_workspace(options: Options) -> Workspace:
         secrets=Secrets.from_env(),
         repository=options.repository,
         repository_id=options.repository_id,
+        api_url=options.api_url,
     )
 
 

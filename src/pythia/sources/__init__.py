@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from ..models import Message
@@ -83,6 +83,19 @@ def pseudonym(salt: str, raw_author_id: str | int) -> str:
     """
     digest = hmac.new(salt.encode(), str(raw_author_id).encode(), hashlib.sha256).hexdigest()
     return f"user-{digest[:8]}"
+
+
+def is_trusted(trusted_authors: Collection[str], *identities: str | int | None) -> bool:
+    """Whether any of an author's identities (a user id, a handle, an email) is one of the
+    stream's `trusted_authors`: case-insensitive, a leading '@' ignored on both sides."""
+    if not trusted_authors:
+        return False
+    wanted = {_identity(author) for author in trusted_authors}
+    return any(_identity(found) in wanted for found in identities if found not in (None, ""))
+
+
+def _identity(value: str | int | None) -> str:
+    return str(value).strip().lstrip("@").casefold()
 
 
 def fixed_start(start: str | int | object) -> int | None:

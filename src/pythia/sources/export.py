@@ -39,7 +39,7 @@ from typing import Any
 
 from ..config import ExportStream
 from ..models import Message
-from . import SourceError, fixed_start, pseudonym
+from . import SourceError, fixed_start, is_trusted, pseudonym
 
 
 class ExportError(SourceError):
@@ -247,15 +247,21 @@ class ExportSource:
         reply = _message_id(where, item, "reply_to_message_id")
         if reply is None and item.get("reply_to_message_id") is not None:
             raise ExportError(f"{where}: 'reply_to_message_id' must be a positive integer")
+        author = telegram_author(from_id)
         return Message(
             stream=self.stream,
             id=message_id,
-            author=pseudonym(self._salt, telegram_author(from_id)),
+            author=pseudonym(self._salt, author),
             sent_at=sent_at,
             text=text,
             reply_to=reply,
             permalink=self._link(message_id),
+            trusted=self._trusted(author),
         )
+
+    def _trusted(self, author: str) -> bool:
+        """`trusted_authors` match the raw author ("telegram:123") or its last part ("123")."""
+        return is_trusted(self.config.trusted_authors, author, author.rsplit(":", 1)[-1])
 
     @staticmethod
     def _telegram_date(where: str, item: dict[str, Any]) -> datetime:
@@ -324,4 +330,5 @@ class ExportSource:
             reply_to=reply,
             permalink=link or self._link(message_id),
             is_bot=item.get("is_bot") is True,
+            trusted=self._trusted(str(author)),
         )

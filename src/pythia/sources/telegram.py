@@ -45,7 +45,7 @@ from telethon.tl import types
 
 from ..config import Secrets, TelegramStream
 from ..models import Message
-from . import SourceError, StreamInterrupted, fixed_start, pseudonym
+from . import SourceError, StreamInterrupted, fixed_start, is_trusted, pseudonym
 
 BOT_BLOCK = 100  # telethon asks for at most 100 ids per channels.getMessages call
 
@@ -240,17 +240,22 @@ class TelegramSource:
         if self.config.topics and (topic or 1) not in self.config.topics:
             return None  # topic 1 is General, whose messages carry no topic header
         sender = getattr(raw, "sender", None)
+        author = author_id(raw)
+        handle = getattr(sender, "username", None) or None
         return Message(
             stream=self.stream,
             id=raw.id,
-            author=pseudonym(self._salt, author_id(raw)),
+            author=pseudonym(self._salt, author),
             sent_at=_utc(raw.date),
             text=text,
             thread_key=f"topic:{topic}" if topic else None,
             reply_to=reply,
             permalink=permalink(self.config.chat, raw.peer_id, raw.id),
             is_bot=bool(getattr(sender, "bot", False)),
-            handle=getattr(sender, "username", None) or None,
+            handle=handle,
+            trusted=is_trusted(
+                self.config.trusted_authors, author.rsplit(":", 1)[-1], author, handle
+            ),
         )
 
 

@@ -42,7 +42,7 @@ import zulip
 
 from ..config import Secrets, ZulipStream
 from ..models import Message
-from . import SourceError, StreamInterrupted, fixed_start, pseudonym
+from . import SourceError, StreamInterrupted, fixed_start, is_trusted, pseudonym
 
 CHANNEL_OPERATOR_FEATURE_LEVEL = 250
 MAX_RATE_LIMIT_WAITS = 5
@@ -274,6 +274,9 @@ class ZulipSource:
                 operator=self.operator,
             ),
             is_bot=is_bot_email(str(raw.get("sender_email", ""))),
+            trusted=is_trusted(
+                self.config.trusted_authors, raw.get("sender_id"), raw.get("sender_email")
+            ),
         )
 
 
