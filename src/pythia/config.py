@@ -24,6 +24,49 @@ from pydantic import (
 )
 
 from . import CONFIG_REFERENCE
+from .configyaml import ConfigLoader, YAMLProblem
+from .streamconfig import (
+    STREAM_KINDS,
+    DiscordStream,
+    DiscourseStream,
+    ExportStream,
+    GitHubDiscussionsStream,
+    SlackStream,
+    Stream,
+    StreamBase,
+    Strict,
+    TelegramStream,
+    ZulipStream,
+)
+
+__all__ = [
+    "STREAM_KINDS",
+    "Config",
+    "ConfigError",
+    "DiscordStream",
+    "DiscourseStream",
+    "Docs",
+    "ExportStream",
+    "GitHubDiscussionsStream",
+    "Limits",
+    "Models",
+    "Prefilter",
+    "Price",
+    "Privacy",
+    "Project",
+    "Publish",
+    "Secrets",
+    "SlackStream",
+    "Stream",
+    "StreamBase",
+    "TelegramStream",
+    "Threads",
+    "ZulipStream",
+    "json_schema",
+    "load_config",
+    "parse_config",
+    "render_json_schema",
+]
 
 DEFAULT_CONFIG_PATH = Path(".github/pythia.yml")
 
@@ -34,10 +77,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Project(Strict):
@@ -95,163 +134,6 @@ class Docs(Strict):
             elif part not in ("", "."):
                 depth += 1
         return root
-
-
-class StreamBase(Strict):
-    id: str = Field(description="Stable name of this stream, used for its state file.")
-    start: str | int | date = Field(
-        "newest", description="First run only: 'newest', 'oldest', a message id or a date."
-    )
-    trusted_authors: list[str] = Field(
-        default_factory=list,
-        description="Maintainers whose replies answer a question: the platform's user ids or "
-        "handles (e.g. 'alice', '12345'); matched, never published.",
-    )
-
-    @field_validator("id")
-    @classmethod
-    def _safe_id(cls, value: str) -> str:
-        if not value or not all(c.isalnum() or c in "-_." for c in value):
-            raise ValueError("use letters, digits, '-', '_' or '.' only")
-        return value
-
-    @field_validator("start")
-    @classmethod
-    def _known_start(cls, value: str | int | date) -> str | int | date:
-        if isinstance(value, str) and value not in ("newest", "oldest"):
-            try:
-                return date.fromisoformat(value)
-            except ValueError:
-                raise ValueError(
-                    "use 'newest', 'oldest', a message id or a YYYY-MM-DD date"
-                ) from None
-        return value
-
-
-class TelegramStream(StreamBase):
-    kind: Literal["telegram"]
-    chat: str | int = Field(description="Public @username or numeric chat id of the group.")
-    mode: Literal["user", "bot"] = Field(
-        "user", description="'user' reads history with a session; 'bot' fetches by id ranges."
-    )
-    topics: list[int] = Field(
-        default_factory=list, description="Forum topic ids to read; empty reads all."
-    )
-    max_flood_wait_seconds: int = Field(
-        300, ge=0, description="Longest FloodWait to sit out before stopping the stream."
-    )
-    max_missing_ids: int = Field(
-        50, ge=1, description="Bot mode: stop after this many ids in a row return nothing."
-    )
-
-
-class ZulipStream(StreamBase):
-    kind: Literal["zulip"]
-    site: str = Field(description="Zulip server URL, e.g. 'https://chat.zulip.org'.")
-    email: str = Field(description="The bot's email address; its key is ZULIP_API_KEY.")
-    channel: str = Field(description="Channel (stream) to read, e.g. 'help'.")
-    topics: list[str] = Field(default_factory=list, description="Topics to read; empty reads all.")
-    batch_size: int = Field(1000, ge=1, le=1000, description="Messages per request (max 1000).")
-
-
-class ExportStream(StreamBase):
-    kind: Literal["export"]
-    path: str = Field(description="Telegram Desktop result.json or a .jsonl file.")
-    format: Literal["auto", "telegram", "jsonl"] = Field(
-        "auto", description="File format; 'auto' decides by the file name."
-    )
-    permalink_base: str = Field(
-        "", description="Base for permalinks, e.g. 'https://t.me/mygroup'; empty for none."
-    )
-
-
-class DiscordStream(StreamBase):
-    kind: Literal["discord"]
-    channel: int = Field(
-        description="Id of a text, announcement or forum channel (Copy Channel ID in Discord)."
-    )
-    threads: bool = Field(
-        True, description="Also read the channel's public threads; a forum's posts always are."
-    )
-    batch_size: int = Field(100, ge=1, le=100, description="Messages per request (max 100).")
-    max_rate_limit_wait_seconds: int = Field(
-        300, ge=0, description="Rate-limit waits a run sits out before stopping the stream."
-    )
-
-
-class SlackStream(StreamBase):
-    kind: Literal["slack"]
-    channel: str = Field(description="Channel id, e.g. 'C0123456789' (not its name).")
-    threads: bool = Field(True, description="Also read the replies in threads.")
-    thread_lookback_days: int = Field(
-        7, ge=0, description="How far before the watermark threads are checked for new replies."
-    )
-    page_size: int = Field(
-        200, ge=1, le=999, description="Messages per request (Slack suggests at most 200)."
-    )
-    max_rate_limit_wait_seconds: int = Field(
-        600, ge=0, description="Rate-limit waits a run sits out before stopping the stream."
-    )
-
-    @field_validator("channel")
-    @classmethod
-    def _channel_id(cls, value: str) -> str:
-        if re.fullmatch(r"[CG][A-Z0-9]{6,}", value):
-            return value
-        raise ValueError(
-            f"'{value}' is not a channel id; use the id like C0123456789, shown at the bottom "
-            "of the channel's details in Slack"
-        )
-
-
-class GitHubDiscussionsStream(StreamBase):
-    kind: Literal["github-discussions"]
-    repository: str = Field(
-        "", description="owner/name whose Discussions to read; empty means this repository."
-    )
-    categories: list[str] = Field(
-        default_factory=list,
-        description="Category names or slugs to read, e.g. 'Q&A'; empty reads all.",
-    )
-    max_topics: int = Field(
-        200, ge=1, description="Discussions read per run at most; a backfill goes on next run."
-    )
-
-    @field_validator("repository")
-    @classmethod
-    def _owner_and_name(cls, value: str) -> str:
-        value = value.strip()
-        if value and (value.count("/") != 1 or not all(value.split("/"))):
-            raise ValueError(f"'{value}' is not owner/name, like 'astral-sh/uv'")
-        return value
-
-
-class DiscourseStream(StreamBase):
-    kind: Literal["discourse"]
-    site: str = Field(description="The forum's URL, e.g. 'https://discuss.example.org'.")
-    categories: list[str] = Field(
-        default_factory=list,
-        description="Category slugs, names or ids to read; with tags, a topic in either is read.",
-    )
-    tags: list[str] = Field(default_factory=list, description="Tags to read, e.g. 'docs'.")
-    max_topics: int = Field(
-        200, ge=1, description="Topics read per run at most; a backfill goes on next run."
-    )
-
-
-Stream = Annotated[
-    TelegramStream
-    | ZulipStream
-    | ExportStream
-    | DiscordStream
-    | SlackStream
-    | GitHubDiscussionsStream
-    | DiscourseStream,
-    Field(discriminator="kind"),
-]
-STREAM_KINDS = (
-    "telegram", "zulip", "export", "discord", "slack", "github-discussions", "discourse"
-)  # fmt: skip
 
 
 class Threads(Strict):
@@ -566,83 +448,13 @@ def parse_config(data: Any) -> Config:
         raise ConfigError(_problems(error)) from None
 
 
-MAX_YAML_DEPTH = 50
-
-
-class _YAMLProblem(yaml.YAMLError):
-    """Well-formed YAML that a config must not contain; `message` says what and what to do."""
-
-    def __init__(self, message: str, mark: yaml.Mark) -> None:
-        super().__init__(message)
-        self.message = message
-        self.line = mark.line + 1
-
-
-class _ConfigLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys and deep nesting, and names bad dates.
-
-    PyYAML keeps the last of two equal keys without a word, composes nodes recursively (10,000
-    nested brackets end in RecursionError), and lets `datetime.date`'s ValueError escape for a
-    timestamp-shaped value like 2026-13-45.
-    """
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        self._depth += 1
-        try:
-            if self._depth > MAX_YAML_DEPTH:
-                raise _YAMLProblem(
-                    f"the YAML is nested more than {MAX_YAML_DEPTH} levels deep; "
-                    "a Pythia config needs only a few levels",
-                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
-                )
-            return super().compose_node(parent, index)  # type: ignore[no-untyped-call]
-        finally:
-            self._depth -= 1
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        first_line: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *defaults` may be overridden key by key; that is its purpose
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
-            try:
-                seen = first_line.get(key)
-            except TypeError:
-                continue  # unhashable: SafeLoader itself reports it
-            if seen is not None:
-                raise _YAMLProblem(
-                    f"the key '{key}' appears twice in the same mapping (first on line {seen}); "
-                    "keep only one",
-                    key_node.start_mark,
-                )
-            first_line[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
-
-
-def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
-    try:
-        return loader.construct_yaml_timestamp(node)  # type: ignore[no-untyped-call]
-    except ValueError as error:
-        raise _YAMLProblem(
-            f"{node.value} is not a real date ({error}); write an existing date as YYYY-MM-DD",
-            node.start_mark,
-        ) from None
-
-
-_ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp)
-
-
 def load_config(path: Path) -> Config:
     """Read and validate a config file; a missing file gives the defaults."""
     if not path.exists():
         return Config()
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader)
-    except _YAMLProblem as error:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=ConfigLoader)
+    except YAMLProblem as error:
         raise ConfigError([f"{path}: line {error.line}: {error.message}"]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
