@@ -296,3 +296,23 @@ def test_a_prompt_too_big_for_any_conversation_stops_without_a_call_or_a_failure
     assert result.stopped.endswith(
         "of the 1000 tokens of limits.classify_batch_tokens, so no conversation fits; raise it."
     )
+
+
+def test_batches_hold_the_oldest_conversations_first() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    start = datetime(2026, 3, 1, tzinfo=timezone.utc)
+
+    def talk(number: int, size: int) -> Thread:
+        messages = tuple(
+            Message("s", number * 100 + n, "user-a", start + timedelta(hours=number), "x " * 50)
+            for n in range(size)
+        )
+        return Thread("s", messages)
+
+    # Sizes that a packing by size would put first: the two big, later threads.
+    threads = [talk(1, 2), talk(2, 2), talk(3, 7), talk(4, 7)]
+    packed = batches(threads, max_messages=8, max_tokens=10**6)
+    firsts = [min(t.messages[0].sent_at for t in batch) for batch in packed]
+    assert firsts == sorted(firsts)
+    assert [t.first_id for t in packed[0]] == [100, 200]  # the two oldest, whatever their size

@@ -212,3 +212,19 @@ def test_the_query_cache_asks_once_for_each_query() -> None:
 def test_demand_sentence_counts(count: int) -> None:
     demand = Demand(tuple(f"tg:{n}" for n in range(count)), ("user-a",), START, START)
     assert demand.sentence().startswith(f"asked in {count} conversation")
+
+
+def test_a_group_that_found_the_wrong_page_does_not_send_later_conversations_there() -> None:
+    from pythia.demand import remember
+
+    env_vars, plugins = hit("docs/configuration.md", "Environment"), hit("docs/plugins.md", "X")
+    ledger = Ledger()
+    ledger.put(LedgerEntry(fingerprint="p", status="open"))
+    group = group_by_section([asked(1, env_vars)], ledger=ledger)[0]
+    remember(ledger, "p", group, edited=["docs/plugins.md"])
+    entry = ledger.get("p")
+    assert entry is not None and entry.targets == [] and entry.thread_keys == ["tg:11"]
+    remember(ledger, "p", group_by_section([asked(2, plugins)], ledger=ledger)[0],
+             edited=["docs/plugins.md"])  # fmt: skip
+    entry = ledger.get("p")
+    assert entry is not None and entry.targets == [section_key(plugins)]

@@ -79,15 +79,18 @@ def batches(
     max_tokens: int,
     cost: Callable[[Thread], int] | None = None,
 ) -> list[list[Thread]]:
-    """First-fit-decreasing packing of threads into as few calls as the caps allow.
+    """First-fit packing of threads, oldest first, into calls within the caps.
 
-    The message cap counts the messages to judge; context messages count towards tokens only.
-    `cost` is a thread's share of a prompt in tokens (by default, a rough count of its text).
+    Oldest first: the first calls hold the oldest conversations, so a run that stops at a cap
+    or its time budget has judged a prefix of the chat and its watermark can move past it (a
+    packing by size would judge a scattering of threads across the whole backlog). The message
+    cap counts the messages to judge; context messages count towards tokens only. `cost` is a
+    thread's share of a prompt in tokens (by default, a rough count of its text).
     """
     measure = cost or _tokens
     sizes = {id(thread): (len(thread.messages), measure(thread)) for thread in threads}
     bins: list[tuple[list[Thread], int, int]] = []
-    for thread in sorted(threads, key=lambda t: sizes[id(t)], reverse=True):
+    for thread in sorted(threads, key=lambda t: (t.messages[0].sent_at, t.stream, t.first_id)):
         count, tokens = sizes[id(thread)]
         for position, (members, used_messages, used_tokens) in enumerate(bins):
             if used_messages + count <= max_messages and used_tokens + tokens <= max_tokens:

@@ -61,6 +61,9 @@ def section_key(hit: Hit) -> str:
 def group_by_section(asked: Sequence[Asked], *, ledger: Ledger) -> list[Group]:
     """Conversations grouped by the section they target: a section an open or waiting proposal
     stands for when one is among their first results, else their best result's section.
+    (Joining a section another conversation of the run targets, when it is among the first
+    results, was tried: it merged distinct gaps of neighbouring sections more often than it
+    mended questions split across them.)
 
     `asked` comes in chat order; groups keep it (the one holding the oldest conversation first),
     so a run that stops early has finished the oldest work.
@@ -153,9 +156,13 @@ def remember(
     *,
     reason: str = "",
     earlier: LedgerEntry | None = None,
+    edited: Sequence[str] | None = None,
 ) -> None:
     """Add the group's demand (ids and counts only) and its section to a ledger entry; with
-    `reason`, a gap still waiting for demand gets an entry of its own."""
+    `reason`, a gap still waiting for demand gets an entry of its own. With `edited` (the
+    pages a proposal changed), the group's section becomes one of the entry's only when the
+    proposal edited that page: a group that found the wrong page must not send later
+    conversations there too."""
     entry = ledger.get(fingerprint)
     if entry is None:
         if not reason:
@@ -172,5 +179,9 @@ def remember(
     entry = entry.with_demand(group.demand)
     if earlier is not None:
         entry = entry.with_demand(earlier.demand())
-    targets = {*entry.targets, group.key, *(earlier.targets if earlier else ())}
+    top = group.hits(1)
+    mine = edited is None or (bool(top) and top[0].path in edited)
+    targets = {*entry.targets, *(earlier.targets if earlier else ())}
+    if mine:
+        targets.add(group.key)
     ledger.put(entry.model_copy(update={"targets": sorted(targets)}))

@@ -352,11 +352,11 @@ def _propose_group(group: Group, config: Config, deps: Deps, report: RunReport) 
     )
     report.publish_attempts += 1
     _note(report, outcome, deps.publisher.publish(outcome))
-    remember(deps.ledger, outcome.fingerprint, group)
+    remember(deps.ledger, outcome.fingerprint, group, edited=outcome.paths)
     if entry is not None and entry.fingerprint != outcome.fingerprint and entry.parked is None:
         # The demand recorded while waiting now belongs to the proposal it became.
         moved = deps.ledger.proposals.pop(entry.fingerprint)
-        remember(deps.ledger, outcome.fingerprint, group, earlier=moved)
+        remember(deps.ledger, outcome.fingerprint, group, earlier=moved, edited=outcome.paths)
 
 
 def _publish_parked(deps: Deps, report: RunReport) -> None:
