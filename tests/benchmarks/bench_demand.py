@@ -316,6 +316,12 @@ class Figures:
         return {request.section for request in self.propose if request.section}
 
     @property
+    def unserved(self) -> set[str]:
+        """Topics people asked about whose section no proposal edits."""
+        edited = {t.key for t in demand_chat.TOPICS if f"{t.page}#{t.heading}" in self.sections}
+        return set(self.worthy) - edited
+
+    @property
     def worthy(self) -> list[str]:
         return [key for r in self.ran.requests if r.kind == "classify" for key in r.doc_worthy]
 
@@ -381,6 +387,7 @@ class Figures:
             ),
             ("  topics given more than one propose call", str(len(split))),
             ("  propose calls showing several topics", str(mixed)),
+            ("  topics asked whose section no proposal edits", str(len(self.unserved))),
             ("  threads failed / skipped", f"{len(report['failed'])} / {len(report['skipped'])}"),
             ("  stopped early", "yes" if report["stopped_early"] else "no"),
         ]
@@ -413,9 +420,10 @@ def print_calls(label: str, figures: Figures) -> None:
     """Conversations and propose calls per topic; with few calls, each call's group."""
     asked = Counter(figures.worthy)
     called = Counter(main_topic(r) for r in figures.propose)
-    print(f"\n{label}: topic, conversations, propose calls")
+    print(f"\n{label}: topic, conversations, propose calls, its section edited")
     for topic in demand_chat.TOPICS:
-        print(f"  {topic.key:<16}{asked[topic.key]:>6}{called[topic.key]:>6}")
+        edited = "no" if topic.key in figures.unserved else "yes"
+        print(f"  {topic.key:<16}{asked[topic.key]:>6}{called[topic.key]:>6}{edited:>6}")
     if len(figures.propose) > 40:
         return
     print(f"\n{label}: each propose call: the section listed first, the topics shown, the edit")
