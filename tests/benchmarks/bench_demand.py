@@ -282,6 +282,9 @@ def dry_run(
         pythia, ["run", "--dry-run", "--json", "--repo", str(repo), "--out", str(out)], env=env
     )
     report = json.loads(stdout[stdout.index("{") :])
+    if os.environ.get("BENCH_SHOW_SKIPPED"):
+        for key, why in report["skipped"]:
+            print(f"  skipped {key}: {why[:200]}", file=sys.stderr)
     return Ran(report, traffic.since(start), wall, cpu), indexing
 
 
@@ -383,7 +386,8 @@ class Figures:
             ),
             (
                 "  proposals written / evidence added",
-                f"{len(report['proposals_opened'])} / {len(report['proposals_updated'])}",
+                f"{len(report['proposals_opened']) + len(report.get('proposals_previewed', []))}"
+                f" / {len(report['proposals_updated'])}",
             ),
             ("  topics given more than one propose call", str(len(split))),
             ("  propose calls showing several topics", str(mixed)),
