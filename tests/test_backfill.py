@@ -18,8 +18,9 @@ import pytest
 from doubles import FunctionLLM, MemoryPublisher
 from kestrel_model import answer
 from pythia import gemini
-from pythia.backfill import Backfill, GeminiBatches, JobResult
+from pythia.backfill import Backfill, JobResult
 from pythia.config import Config
+from pythia.gemini_batch import GeminiBatches
 from pythia.usage import UsageMeter
 from test_pipeline import FIXTURES, NOW, Harness, make_config
 

@@ -104,7 +104,8 @@ def backfill(workspace: Workspace, options: Options, meter: UsageMeter) -> Backf
             print("a dry run saves no state, so --backfill is ignored", file=sys.stderr)
         return None
     from .. import gemini
-    from ..backfill import Backfill, GeminiBatches
+    from ..backfill import Backfill
+    from ..gemini_batch import GeminiBatches
 
     key = workspace.secrets.gemini_api_key
     if key is None:
