@@ -417,3 +417,65 @@ def test_pythia_ingest_json_reads_a_discord_channel(
         "watermark_if_all_settled_recorded": ANSWERED,
         "interrupted": None,
     }
+
+
+@pytest.mark.vcr("test_pythia_ingest_json_reads_a_discord_channel.yaml")
+def test_a_dry_run_proposes_from_a_discord_channel_like_from_telegram(
+    secrets_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same pipeline as for Telegram: the channel's question and answer become a grounded,
+    previewed proposal that quotes pseudonyms and links the Discord messages."""
+    import harness
+    from doubles import FunctionLLM, HashEmbedder
+    from pythia.ports import GenerateRequest
+    from pythia.publish.dryrun import DryRunPublisher
+    from pythia.state import StateStore
+
+    def model(request: GenerateRequest) -> str:
+        if request.stage == "classify":
+            thread = request.prompt.split('<conversation id="', 1)[1].split('"', 1)[0]
+            return json.dumps({"verdicts": [{
+                "thread": thread, "category": "troubleshooting", "doc_value": True,
+                "summary": "The remote cache ignores HTTPS_PROXY; remote.proxy sets it.",
+                "reason": "a maintainer answered", "queries": ["remote cache proxy"],
+                "keywords": [], "confidence": 0.9,
+            }]})  # fmt: skip
+        return json.dumps({
+            "change": True, "title": "Remote cache behind a proxy", "summary": "s",
+            "reasoning": "r", "confidence": 0.9, "evidence": [1, 2],
+            "edits": [{"path": "docs/troubleshooting.md", "search": "## Debug logging\n",
+                       "replace": "## Behind a proxy\n\nSet `remote.proxy` in `kestrel.toml`: "
+                       "`HTTPS_PROXY` is only read by `kestrel fetch`.\n\n## Debug logging\n"}],
+        })  # fmt: skip
+
+    repo = sample_repo(tmp_path)
+    config = yaml.safe_load((repo / ".github/pythia.yml").read_text(encoding="utf-8"))
+    config["streams"] = [
+        {"id": "discord-help", "kind": "discord", "channel": HELP, "threads": False, "start": ASKED}
+    ]
+    from pythia.config import parse_config
+
+    parsed = parse_config(config)
+    monkeypatch.setattr(discord, "utcnow", lambda: NOON)
+    source = build_source(
+        parsed.streams[0], secrets=Secrets.from_env(secrets_env), salt=SALT
+    )
+    space = harness.workspace(repo, parsed)
+    embedder = HashEmbedder()
+    harness.index_docs(space, tmp_path / "index.sqlite", embedder)
+    out = tmp_path / "out"
+    report = harness.run_pipeline(
+        space,
+        index_path=tmp_path / "index.sqlite",
+        store=StateStore(tmp_path / "state"),
+        llm=FunctionLLM(model),
+        embedder=embedder,
+        publisher=DryRunPublisher(out),
+        sources=[source],
+        dry_run=True,
+        now=NOON,
+    )
+    assert report.streams[0].messages_read == 2 and len(report.proposals_previewed) == 1
+    (body,) = [p.read_text() for p in out.glob("*/proposal.md")]
+    assert "https://discord.com/channels/" in body and "user-" in body
+    assert "remote.proxy" in next(out.glob("*/change.patch")).read_text()

@@ -407,3 +407,64 @@ def test_pythia_ingest_json_reads_a_slack_channel(
         "watermark_if_all_settled_recorded": 1772445600000200,
         "interrupted": None,
     }
+
+
+@pytest.mark.vcr("test_pythia_ingest_json_reads_a_slack_channel.yaml")
+def test_a_dry_run_proposes_from_a_slack_channel_like_from_telegram(
+    secrets_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same pipeline as for Telegram: the thread's question and answer become a grounded,
+    previewed proposal that quotes pseudonyms and links the Slack messages."""
+    import harness
+    from doubles import FunctionLLM, HashEmbedder
+    from pythia.config import parse_config
+    from pythia.ports import GenerateRequest
+    from pythia.publish.dryrun import DryRunPublisher
+    from pythia.state import StateStore
+
+    def model(request: GenerateRequest) -> str:
+        if request.stage == "classify":
+            thread = request.prompt.split('<conversation id="', 1)[1].split('"', 1)[0]
+            return json.dumps({"verdicts": [{
+                "thread": thread, "category": "question", "doc_value": True,
+                "summary": "kestrel run --explain shows which cache a task hit.",
+                "reason": "asked and answered", "queries": ["cache hit explain"],
+                "keywords": [], "confidence": 0.9,
+            }]})  # fmt: skip
+        return json.dumps({
+            "change": True, "title": "Which cache a task hit", "summary": "s",
+            "reasoning": "r", "confidence": 0.9, "evidence": [1, 2],
+            "edits": [{"path": "docs/troubleshooting.md", "search": "## Debug logging\n",
+                       "replace": "## Which cache a task hit\n\n`kestrel run --explain` prints "
+                       "the cache key and whether it was a local or remote hit.\n\n"
+                       "## Debug logging\n"}],
+        })  # fmt: skip
+
+    repo = sample_repo(tmp_path)
+    config = yaml.safe_load((repo / ".github/pythia.yml").read_text(encoding="utf-8"))
+    config["streams"] = [
+        {"id": "slack-help", "kind": "slack", "channel": CHANNEL, "start": 1772445000000100,
+         "thread_lookback_days": 0}
+    ]  # fmt: skip
+    parsed = parse_config(config)
+    monkeypatch.setattr(slack, "utcnow", lambda: NOON)
+    source = build_source(parsed.streams[0], secrets=Secrets.from_env(secrets_env), salt=SALT)
+    space = harness.workspace(repo, parsed)
+    embedder = HashEmbedder()
+    harness.index_docs(space, tmp_path / "index.sqlite", embedder)
+    out = tmp_path / "out"
+    report = harness.run_pipeline(
+        space,
+        index_path=tmp_path / "index.sqlite",
+        store=StateStore(tmp_path / "state"),
+        llm=FunctionLLM(model),
+        embedder=embedder,
+        publisher=DryRunPublisher(out),
+        sources=[source],
+        dry_run=True,
+        now=NOON,
+    )
+    assert report.streams[0].messages_read == 2 and len(report.proposals_previewed) == 1
+    (body,) = [p.read_text() for p in out.glob("*/proposal.md")]
+    assert "slack.com/archives/" in body and "user-" in body
+    assert "--explain" in next(out.glob("*/change.patch")).read_text()
