@@ -12,6 +12,7 @@ import sqlite_vec
 
 from .db import Connection
 from .index import EmbeddingMismatch
+from .keywords import BM25_WEIGHTS, HEADING_WEIGHTS, KeywordIndex, bm25_sql
 from .models import Hit
 from .ports import Embedder
 from .schema import has_vector_table, migrate, read_meta
@@ -32,9 +33,6 @@ SECTIONS_PER_PAGE_SCORE = 2
 PER_PAGE = 2
 MMAP_BYTES = 1 << 30
 
-# Column weights for bm25() (title, heading path, text): a match in the page title or a
-# heading says more than one in the body.
-BM25_WEIGHTS = (4.0, 4.0, 1.0)
 KEYWORD_CANDIDATES = 100
 
 # Words that carry no topic: English function words and the filler of questions asked in
@@ -121,9 +119,9 @@ class _Vectors:
 class SearchIndex:
     """One index opened for many searches: what repeats per query is read once.
 
-    The metadata and the embedder check happen here, once. Vector search goes through
-    sqlite-vec's KNN for the first query; from the second on, every vector is held in
-    memory and scanned with numpy, which a run making hundreds of searches pays back at once.
+    The metadata and the embedder check happen here, once. The first query goes to SQLite
+    (FTS5 and sqlite-vec's KNN); from the second on, the keyword postings and every vector
+    are held in memory, which a run making hundreds of searches pays back at once.
     """
 
     def __init__(self, conn: Connection, *, embedder: Embedder | None = None) -> None:
@@ -146,6 +144,8 @@ class SearchIndex:
         self._vectors: _Vectors | None = None
         self._paths: dict[int, str] | None = None
         self._term_counts: dict[str, int] = {}
+        self._keywords: KeywordIndex | None = None
+        self._keyword_queries = 0
         self._vector_queries = 0
         # A KNN query reads every vector through SQLite's pager; memory-mapped I/O spares
         # the copy into the page cache (https://sqlite.org/mmap.html).
@@ -163,16 +163,35 @@ class SearchIndex:
         return [(chunk_id, score) for chunk_id, score, _ in self._bm25(query, limit=limit)]
 
     def _bm25(self, query: str, *, limit: int) -> list[tuple[int, float, float]]:
-        """Chunk ids, BM25 over all columns and BM25 over title and headings alone."""
-        terms = self._informative_terms(fts_terms(query))
+        """Chunk ids, BM25 over all columns and BM25 over title and headings alone.
+
+        FTS5 answers the first query; from the second on, the index's postings are held in
+        memory (`KeywordIndex`), which gives the same scores without FTS5 scoring every
+        matching row again for each query.
+        """
+        keywords = self._keyword_index()
+        terms = self._informative_terms(fts_terms(query), keywords)
         if not terms:
             return []
+        if keywords is not None:
+            found = keywords.ranking(terms, limit=limit)
+            ids = keywords.chunk_ids[found.rows].tolist()
+            return list(
+                zip(ids, found.scores.tolist(), found.heading_scores.tolist(), strict=True)
+            )
         rows = self.conn.execute(
-            "select rowid, bm25(chunks_fts, ?, ?, ?) as rank, bm25(chunks_fts, 1, 1, 0) "
+            f"select rowid, {bm25_sql(BM25_WEIGHTS)} as rank, {bm25_sql(HEADING_WEIGHTS)} "
             "from chunks_fts where chunks_fts match ? order by rank limit ?",
-            (*BM25_WEIGHTS, " OR ".join(terms), limit),
+            (" OR ".join(terms), limit),
         )
         return [(int(row[0]), -float(row[1]), -float(row[2])) for row in rows]
+
+    def _keyword_index(self) -> KeywordIndex | None:
+        self._keyword_queries += 1
+        if self._keywords is None and self._keyword_queries >= 2:
+            ids = np.fromiter(self._chunk_paths(), dtype=np.int64)
+            self._keywords = KeywordIndex(self.conn, np.sort(ids))
+        return self._keywords
 
     def _keyword_rankings(self, query: str) -> list[tuple[float, list[int]]]:
         """Three weighted orders from one BM25 query: sections, headings, and pages.
@@ -203,7 +222,7 @@ class SearchIndex:
             (PAGE_WEIGHT, pages_order),
         ]
 
-    def _informative_terms(self, terms: list[str]) -> list[str]:
+    def _informative_terms(self, terms: list[str], keywords: KeywordIndex | None) -> list[str]:
         """Drop terms found in at least half the chunks, keeping at least the rarest one.
 
         FTS5's bm25() gives such terms an IDF of 1e-6 (https://sqlite.org/fts5.html, section
@@ -213,7 +232,8 @@ class SearchIndex:
         total = self._chunks_total
         if len(terms) < 2 or total < 1000:
             return terms
-        counts = {term: self._matching_chunks(term) for term in terms}
+        count = keywords.chunk_count if keywords is not None else self._matching_chunks
+        counts = {term: count(term) for term in terms}
         kept = [term for term in terms if 2 * counts[term] < total]
         return kept or [min(terms, key=counts.__getitem__)]
 

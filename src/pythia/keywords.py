@@ -1,0 +1,380 @@
+"""BM25 of the docs index held in memory for a run: FTS5's own bm25() scores, from its index.
+
+FTS5 scores every row a query matches, each time. A run making hundreds of searches reads the
+index's postings once instead (per term: the chunks holding it and how often, per column), and
+sums each query's terms with numpy. The arithmetic is bm25()'s own, operation for operation, so
+scores, and the rankings made from them, are the ones FTS5 gives (tests/test_keywords.py
+checks this against FTS5).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .db import Connection, connect
+
+# bm25() column weights (title, heading path, text): a match in the page title or a heading
+# says more than one in the body. The heading order weighs the title and headings alone.
+BM25_WEIGHTS = (4.0, 4.0, 1.0)
+HEADING_WEIGHTS = (1.0, 1.0, 0.0)
+
+# bm25()'s constants and its floor for the IDF of a term in over half the rows
+# (fts5Bm25Function in sqlite/ext/fts5/fts5_aux.c; https://sqlite.org/fts5.html, "The bm25()
+# function").
+K1 = 1.2
+B = 0.75
+MIN_IDF = 1e-6
+
+FTS_TABLE = "chunks_fts"
+_INSTANCES = "pythia_fts_instances"
+_TOKENIZE = re.compile(r"tokenize\s*=\s*'((?:[^']|'')*)'", re.IGNORECASE)
+# Postings are read in batches of about this many term occurrences, to bound the memory
+# the text of one batch takes.
+_BATCH = 1 << 21
+_COLUMN_BITS = 2  # an occurrence's column, packed below its chunk id
+
+
+def bm25_sql(weights: Sequence[float]) -> str:
+    """The bm25() call over the chunks table with these column weights."""
+    return f"bm25({FTS_TABLE}, {', '.join(repr(float(w)) for w in weights)})"
+
+
+@dataclass(frozen=True)
+class TermScores:
+    """One query term's share of each matching chunk's two BM25 scores.
+
+    `rows` are positions in the index's ascending chunk ids; `weighted` is the term's
+    contribution to bm25() with BM25_WEIGHTS, and `heading` (at `heading_rows`) with
+    HEADING_WEIGHTS, where it is above zero.
+    """
+
+    rows: np.ndarray
+    weighted: np.ndarray
+    heading_rows: np.ndarray
+    heading: np.ndarray
+
+    @property
+    def chunks(self) -> int:
+        """How many chunks the term matches."""
+        return len(self.rows)
+
+
+@dataclass(frozen=True)
+class Bm25Ranking:
+    """Chunk rows (positions in the ascending chunk ids), best first, with their BM25 by
+    BM25_WEIGHTS and by HEADING_WEIGHTS (higher is better)."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+    heading_scores: np.ndarray
+
+
+_NO_MATCH = TermScores(
+    rows=np.zeros(0, np.intp),
+    weighted=np.zeros(0),
+    heading_rows=np.zeros(0, np.intp),
+    heading=np.zeros(0),
+)
+
+
+class Tokenizer:
+    """Text split into tokens as the index's FTS5 table splits it, by asking FTS5 itself.
+
+    A private in-memory database holds one FTS5 table with the same tokenizer; tokens are
+    read back through an fts5vocab table (https://sqlite.org/fts5.html#the_fts5vocab_virtual_
+    table_module). Porter stemming and Unicode folding are FTS5's, so nothing is re-implemented.
+    """
+
+    def __init__(self, tokenize: str) -> None:
+        self._conn = connect(":memory:")
+        self._conn.isolation_level = None
+        # Closed with its owner (never left to the garbage collector's warning).
+        weakref.finalize(self, self._conn.close)
+        self._conn.execute(
+            "create virtual table texts using fts5(text, tokenize = "
+            f"'{tokenize.replace(chr(39), chr(39) * 2)}')"
+        )
+        self._conn.execute("create virtual table text_tokens using fts5vocab(texts, instance)")
+        self._known: dict[str, tuple[str, ...]] = {}
+
+    def tokens(self, texts: Iterable[str]) -> list[tuple[str, ...]]:
+        """Each text's tokens, in order; repeated texts are split once per tokenizer."""
+        texts = list(texts)
+        new = list(dict.fromkeys(text for text in texts if text not in self._known))
+        if new:
+            self._conn.executemany(
+                "insert into texts (rowid, text) values (?, ?)", enumerate(new, start=1)
+            )
+            found: dict[int, list[tuple[int, str]]] = {}
+            for doc, offset, term in self._conn.execute(
+                "select doc, offset, term from text_tokens"
+            ):
+                found.setdefault(int(doc), []).append((int(offset), str(term)))
+            self._conn.execute("delete from texts")
+            for number, text in enumerate(new, start=1):
+                self._known[text] = tuple(term for _, term in sorted(found.get(number, [])))
+        return [self._known[text] for text in texts]
+
+
+def fts_tokenizer(conn: Connection) -> str:
+    """The `tokenize` option the chunks' FTS5 table was created with."""
+    sql = conn.execute("select sql from sqlite_master where name = ?", (FTS_TABLE,)).fetchone()[0]
+    found = _TOKENIZE.search(sql)
+    return found.group(1).replace("''", "'") if found else "unicode61"
+
+
+class KeywordIndex:
+    """The FTS5 index's postings, in memory: per token, the chunks holding it and its
+    weighted frequency in each (title and headings, text).
+
+    Built once per run from the fts5vocab instance table. Terms that are phrases (several
+    tokens, as `dry-run` or `uv pip compile` become) are scored by FTS5 on first use, since
+    positions are not kept; every term's scores are kept for the rest of the run.
+    """
+
+    def __init__(self, conn: Connection, chunk_ids: np.ndarray) -> None:
+        self.conn = conn
+        self.chunk_ids = chunk_ids
+        self._tokenizer = Tokenizer(fts_tokenizer(conn))
+        columns = [str(row[1]) for row in conn.execute(f"pragma table_info({FTS_TABLE})")]
+        postings = _read_postings(conn, columns, chunk_ids)
+        self._token_number = postings.tokens
+        self._pairs = postings
+        rows = len(chunk_ids)
+        tokens_total = float(postings.lengths.sum())
+        average = tokens_total / rows if rows else 1.0
+        self._rows = rows
+        # k1 * (1 - b + b * D / avgdl), as bm25() writes it (D: the row's tokens, all columns).
+        self._length_norm = K1 * (1 - B + B * postings.lengths.astype(np.float64) / average)
+        self._scores: dict[str, TermScores] = {}
+        self._weighted = np.zeros(rows)
+        self._heading = np.zeros(rows)
+
+    def term_scores(self, terms: Sequence[str]) -> list[TermScores]:
+        """Each FTS5 term's scores (`"word"`, as `search.fts_terms` writes them)."""
+        new = [term for term in dict.fromkeys(terms) if term not in self._scores]
+        for term, tokens in zip(new, self._tokenizer.tokens(t[1:-1] for t in new), strict=True):
+            self._scores[term] = self._score(term, tokens)
+        return [self._scores[term] for term in terms]
+
+    def _score(self, term: str, tokens: tuple[str, ...]) -> TermScores:
+        if len(tokens) > 1:
+            return self._phrase(term)
+        number = self._token_number.get(tokens[0]) if tokens else None
+        if number is None:
+            return _NO_MATCH
+        pairs = self._pairs
+        start, stop = pairs.starts[number], pairs.starts[number + 1]
+        rows = pairs.rows[start:stop]
+        idf = self._idf(len(rows))
+        head_start, head_stop = pairs.heading_starts[number], pairs.heading_starts[number + 1]
+        heading_rows = pairs.heading_rows[head_start:head_stop]
+        return TermScores(
+            rows=rows,
+            weighted=self._contribution(idf, pairs.weighted[start:stop], rows),
+            heading_rows=heading_rows,
+            heading=self._contribution(idf, pairs.heading[head_start:head_stop], heading_rows),
+        )
+
+    def _idf(self, matching: int) -> float:
+        idf = math.log((self._rows - matching + 0.5) / (matching + 0.5))
+        return idf if idf > 0.0 else MIN_IDF
+
+    def _contribution(self, idf: float, frequency: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        frequency = frequency.astype(np.float64)
+        contribution: np.ndarray = idf * (
+            (frequency * (K1 + 1.0)) / (frequency + self._length_norm[rows])
+        )
+        return contribution
+
+    def _phrase(self, term: str) -> TermScores:
+        found = self.conn.execute(
+            f"select rowid, {bm25_sql(BM25_WEIGHTS)}, {bm25_sql(HEADING_WEIGHTS)} "
+            f"from {FTS_TABLE} where {FTS_TABLE} match ? order by rowid",
+            (term,),
+        ).fetchall()
+        if not found:
+            return _NO_MATCH
+        table = np.array([tuple(row) for row in found], dtype=np.float64)
+        rows = np.searchsorted(self.chunk_ids, table[:, 0].astype(np.int64))
+        # bm25() returns minus the score, so that ascending order is best first.
+        weighted, heading = -table[:, 1], -table[:, 2]
+        in_headings = heading > 0
+        return TermScores(
+            rows=rows,
+            weighted=weighted,
+            heading_rows=rows[in_headings],
+            heading=heading[in_headings],
+        )
+
+    def chunk_count(self, term: str) -> int:
+        """How many chunks an FTS5 term matches."""
+        return self.term_scores([term])[0].chunks
+
+    def ranking(self, terms: Sequence[str], *, limit: int) -> Bm25Ranking:
+        """The `limit` best chunks for the OR of `terms`, ordered as FTS5's
+        `order by bm25() limit` orders them.
+
+        Each row's terms are added in query order, as bm25() adds its phrases, so sums are
+        bit for bit FTS5's; equal scores keep the order of chunk ids, as FTS5's sorter does.
+        """
+        scores = self.term_scores(terms) if limit > 0 else []
+        weighted, heading = self._weighted, self._heading
+        try:
+            for term in scores:
+                weighted[term.rows] += term.weighted
+                heading[term.heading_rows] += term.heading
+            matched = np.flatnonzero(weighted)  # every match scores above zero
+            values = weighted[matched]
+            if len(matched) > limit:
+                cut = np.partition(values, len(values) - limit)[len(values) - limit]
+                keep = np.flatnonzero(values >= cut)
+                values = values[keep]
+                order = keep[np.lexsort((keep, -values))[:limit]]
+            else:
+                order = np.lexsort((matched, -values))
+            top = matched[order]
+            return Bm25Ranking(rows=top, scores=weighted[top], heading_scores=heading[top])
+        finally:
+            # The two buffers are reused by the next query: zero what this one touched.
+            for term in scores:
+                weighted[term.rows] = 0.0
+                heading[term.heading_rows] = 0.0
+
+
+@dataclass(frozen=True)
+class _Postings:
+    """Per token (numbered), its chunks and weighted frequencies, in CSR form."""
+
+    tokens: dict[str, int]
+    starts: np.ndarray  # token n's pairs are rows[starts[n]:starts[n + 1]]
+    rows: np.ndarray
+    weighted: np.ndarray  # frequency weighted by BM25_WEIGHTS
+    heading_starts: np.ndarray
+    heading_rows: np.ndarray  # the pairs whose frequency by HEADING_WEIGHTS is above zero
+    heading: np.ndarray
+    lengths: np.ndarray  # tokens per chunk row, all columns
+
+
+def _read_postings(conn: Connection, columns: list[str], chunk_ids: np.ndarray) -> _Postings:
+    """Every token occurrence of the FTS5 index, read once and summed per token and chunk.
+
+    One pass over an fts5vocab instance table, one row per token with its occurrences packed
+    as `chunk id * 4 + column` in a string numpy parses: millions of occurrences would cost
+    seconds as Python rows.
+    """
+    if len(columns) > 1 << _COLUMN_BITS:
+        raise ValueError(f"{FTS_TABLE} has more than {1 << _COLUMN_BITS} columns")
+    # Most occurrences are in the last column (the text), so it is tested first.
+    column_number = " ".join(
+        f"when '{name}' then {i}" for i, name in reversed(list(enumerate(columns)))
+    )
+    row_of = np.full(int(chunk_ids.max(initial=0)) + 1, len(chunk_ids), dtype=np.intp)
+    row_of[chunk_ids] = np.arange(len(chunk_ids))
+    summed = _Summer(
+        row_of=row_of,
+        rows=len(chunk_ids),
+        weights=np.array(BM25_WEIGHTS[: len(columns)], dtype=np.float32),
+        heading_weights=np.array(HEADING_WEIGHTS[: len(columns)], dtype=np.float32),
+    )
+    conn.execute(
+        f"create virtual table if not exists temp.{_INSTANCES} "
+        f"using fts5vocab(main, {FTS_TABLE}, instance)"
+    )
+    try:
+        cursor = conn.execute(
+            f"select term, count(*), group_concat((doc << {_COLUMN_BITS}) + "
+            f"case col {column_number} end) from temp.{_INSTANCES} group by term"
+        )
+        tokens: dict[str, int] = {}
+        parts = [summed([])]
+        for batch in _batches(cursor):
+            for name, _, _ in batch:
+                tokens[name] = len(tokens)
+            parts.append(summed(batch))
+    finally:
+        conn.execute(f"drop table if exists temp.{_INSTANCES}")
+
+    def joined(name: str) -> np.ndarray:
+        return np.concatenate([getattr(part, name) for part in parts])
+
+    return _Postings(
+        tokens=tokens,
+        starts=np.concatenate([[0], np.cumsum(joined("pairs"))]),
+        rows=joined("rows"),
+        weighted=joined("weighted"),
+        heading_starts=np.concatenate([[0], np.cumsum(joined("heading_pairs"))]),
+        heading_rows=joined("heading_rows"),
+        heading=joined("heading"),
+        lengths=np.sum([part.lengths for part in parts], axis=0),
+    )
+
+
+def _batches(cursor: Iterable[Any]) -> Iterator[list[tuple[str, int, str]]]:
+    """The instance rows (term, occurrences, packed) in batches of about _BATCH occurrences."""
+    batch: list[tuple[str, int, str]] = []
+    size = 0
+    for term, count, packed in cursor:
+        batch.append((str(term), int(count), str(packed)))
+        size += int(count)
+        if size >= _BATCH:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Some tokens' occurrences summed per (token, chunk row)."""
+
+    pairs: np.ndarray  # pairs per token
+    rows: np.ndarray
+    weighted: np.ndarray
+    heading_pairs: np.ndarray
+    heading_rows: np.ndarray
+    heading: np.ndarray
+    lengths: np.ndarray  # occurrences per chunk row
+
+
+@dataclass(frozen=True)
+class _Summer:
+    """Sums a batch of tokens' packed occurrences per (token, chunk row)."""
+
+    row_of: np.ndarray  # chunk id -> row
+    rows: int
+    weights: np.ndarray  # per column
+    heading_weights: np.ndarray
+
+    def __call__(self, batch: list[tuple[str, int, str]]) -> _Batch:
+        text = ",".join(packed for _, _, packed in batch)
+        packed = np.fromstring(text, dtype=np.int64, sep=",") if text else np.zeros(0, np.int64)
+        token = np.repeat(np.arange(len(batch)), [count for _, count, _ in batch])
+        if np.any((np.diff(token) == 0) & (np.diff(packed) < 0)):
+            order = np.lexsort((packed, token))  # fts5vocab lists them sorted; if not, sort
+            token, packed = token[order], packed[order]
+        rows = self.row_of[packed >> _COLUMN_BITS]
+        column = packed & ((1 << _COLUMN_BITS) - 1)
+        first = np.ones(len(packed), dtype=bool)
+        first[1:] = (token[1:] != token[:-1]) | (rows[1:] != rows[:-1])
+        starts = np.flatnonzero(first)
+        pair_token, pair_rows = token[starts], rows[starts]
+        weighted = np.add.reduceat(self.weights[column], starts) if len(starts) else column
+        heading = np.add.reduceat(self.heading_weights[column], starts) if len(starts) else column
+        in_headings = heading > 0
+        return _Batch(
+            pairs=np.bincount(pair_token, minlength=len(batch)),
+            rows=pair_rows,
+            weighted=weighted.astype(np.float32),
+            heading_pairs=np.bincount(pair_token[in_headings], minlength=len(batch)),
+            heading_rows=pair_rows[in_headings],
+            heading=heading[in_headings].astype(np.float32),
+            lengths=np.bincount(rows, minlength=self.rows)[: self.rows],
+        )
