@@ -36,7 +36,7 @@ def keyword_index(conn: Any) -> KeywordIndex:
 
 
 def ranked(keywords: KeywordIndex, terms: Sequence[str], limit: int) -> list[Any]:
-    found = keywords.ranking(terms, limit=limit)
+    found = keywords.ranking(keywords.term_scores(terms), limit=limit)
     ids = keywords.chunk_ids[found.rows].tolist()
     return list(zip(ids, found.scores.tolist(), found.heading_scores.tolist(), strict=True))
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .db import Connection, connect
+from .topk import largest_first
 
 # bm25() column weights (title, heading path, text): a match in the page title or a heading
 # says more than one in the body. The heading order weighs the title and headings alone.
@@ -87,9 +88,10 @@ _NO_MATCH = TermScores(
 class Tokenizer:
     """Text split into tokens as the index's FTS5 table splits it, by asking FTS5 itself.
 
-    A private in-memory database holds one FTS5 table with the same tokenizer; tokens are
-    read back through an fts5vocab table (https://sqlite.org/fts5.html#the_fts5vocab_virtual_
-    table_module). Porter stemming and Unicode folding are FTS5's, so nothing is re-implemented.
+    A private in-memory database holds one contentless FTS5 table with the same tokenizer;
+    tokens are read back through an fts5vocab table (https://sqlite.org/fts5.html#the_fts5vocab
+    _virtual_table_module). Porter stemming and Unicode folding are FTS5's, so nothing is
+    re-implemented.
     """
 
     def __init__(self, tokenize: str) -> None:
@@ -98,7 +100,7 @@ class Tokenizer:
         # Closed with its owner (never left to the garbage collector's warning).
         weakref.finalize(self, self._conn.close)
         self._conn.execute(
-            "create virtual table texts using fts5(text, tokenize = "
+            "create virtual table texts using fts5(text, content = '', tokenize = "
             f"'{tokenize.replace(chr(39), chr(39) * 2)}')"
         )
         self._conn.execute("create virtual table text_tokens using fts5vocab(texts, instance)")
@@ -117,7 +119,7 @@ class Tokenizer:
                 "select doc, offset, term from text_tokens"
             ):
                 found.setdefault(int(doc), []).append((int(offset), str(term)))
-            self._conn.execute("delete from texts")
+            self._conn.execute("insert into texts (texts) values ('delete-all')")
             for number, text in enumerate(new, start=1):
                 self._known[text] = tuple(term for _, term in sorted(found.get(number, [])))
         return [self._known[text] for text in texts]
@@ -131,12 +133,12 @@ def fts_tokenizer(conn: Connection) -> str:
 
 
 class KeywordIndex:
-    """The FTS5 index's postings, in memory: per token, the chunks holding it and its
-    weighted frequency in each (title and headings, text).
+    """The FTS5 index's postings, in memory: per token, the chunks holding it and its share
+    of their two BM25 scores.
 
     Built once per run from the fts5vocab instance table. Terms that are phrases (several
     tokens, as `dry-run` or `uv pip compile` become) are scored by FTS5 on first use, since
-    positions are not kept; every term's scores are kept for the rest of the run.
+    positions are not kept, and kept for the rest of the run.
     """
 
     def __init__(self, conn: Connection, chunk_ids: np.ndarray) -> None:
@@ -144,55 +146,24 @@ class KeywordIndex:
         self.chunk_ids = chunk_ids
         self._tokenizer = Tokenizer(fts_tokenizer(conn))
         columns = [str(row[1]) for row in conn.execute(f"pragma table_info({FTS_TABLE})")]
-        postings = _read_postings(conn, columns, chunk_ids)
-        self._token_number = postings.tokens
-        self._pairs = postings
-        rows = len(chunk_ids)
-        tokens_total = float(postings.lengths.sum())
-        average = tokens_total / rows if rows else 1.0
-        self._rows = rows
-        # k1 * (1 - b + b * D / avgdl), as bm25() writes it (D: the row's tokens, all columns).
-        self._length_norm = K1 * (1 - B + B * postings.lengths.astype(np.float64) / average)
-        self._scores: dict[str, TermScores] = {}
-        self._weighted = np.zeros(rows)
-        self._heading = np.zeros(rows)
+        self._postings = _scored(_read_postings(conn, columns, chunk_ids), len(chunk_ids))
+        self._phrases: dict[str, TermScores] = {}
+        self._weighted = np.zeros(len(chunk_ids))
+        self._heading = np.zeros(len(chunk_ids))
 
     def term_scores(self, terms: Sequence[str]) -> list[TermScores]:
         """Each FTS5 term's scores (`"word"`, as `search.fts_terms` writes them)."""
-        new = [term for term in dict.fromkeys(terms) if term not in self._scores]
-        for term, tokens in zip(new, self._tokenizer.tokens(t[1:-1] for t in new), strict=True):
-            self._scores[term] = self._score(term, tokens)
-        return [self._scores[term] for term in terms]
-
-    def _score(self, term: str, tokens: tuple[str, ...]) -> TermScores:
-        if len(tokens) > 1:
-            return self._phrase(term)
-        number = self._token_number.get(tokens[0]) if tokens else None
-        if number is None:
-            return _NO_MATCH
-        pairs = self._pairs
-        start, stop = pairs.starts[number], pairs.starts[number + 1]
-        rows = pairs.rows[start:stop]
-        idf = self._idf(len(rows))
-        head_start, head_stop = pairs.heading_starts[number], pairs.heading_starts[number + 1]
-        heading_rows = pairs.heading_rows[head_start:head_stop]
-        return TermScores(
-            rows=rows,
-            weighted=self._contribution(idf, pairs.weighted[start:stop], rows),
-            heading_rows=heading_rows,
-            heading=self._contribution(idf, pairs.heading[head_start:head_stop], heading_rows),
-        )
-
-    def _idf(self, matching: int) -> float:
-        idf = math.log((self._rows - matching + 0.5) / (matching + 0.5))
-        return idf if idf > 0.0 else MIN_IDF
-
-    def _contribution(self, idf: float, frequency: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        frequency = frequency.astype(np.float64)
-        contribution: np.ndarray = idf * (
-            (frequency * (K1 + 1.0)) / (frequency + self._length_norm[rows])
-        )
-        return contribution
+        found = []
+        for term, tokens in zip(terms, self._tokenizer.tokens(t[1:-1] for t in terms), strict=True):
+            if len(tokens) == 1:
+                found.append(self._postings.term(tokens[0]))
+            elif tokens:
+                if term not in self._phrases:
+                    self._phrases[term] = self._phrase(term)
+                found.append(self._phrases[term])
+            else:
+                found.append(_NO_MATCH)
+        return found
 
     def _phrase(self, term: str) -> TermScores:
         found = self.conn.execute(
@@ -214,33 +185,21 @@ class KeywordIndex:
             heading=heading[in_headings],
         )
 
-    def chunk_count(self, term: str) -> int:
-        """How many chunks an FTS5 term matches."""
-        return self.term_scores([term])[0].chunks
-
-    def ranking(self, terms: Sequence[str], *, limit: int) -> Bm25Ranking:
-        """The `limit` best chunks for the OR of `terms`, ordered as FTS5's
-        `order by bm25() limit` orders them.
+    def ranking(self, scores: Sequence[TermScores], *, limit: int) -> Bm25Ranking:
+        """The `limit` best chunks for the OR of the terms scored by `scores` (in query order),
+        ordered as FTS5's `order by bm25() limit` orders them.
 
         Each row's terms are added in query order, as bm25() adds its phrases, so sums are
         bit for bit FTS5's; equal scores keep the order of chunk ids, as FTS5's sorter does.
         """
-        scores = self.term_scores(terms) if limit > 0 else []
+        scores = scores if limit > 0 else []
         weighted, heading = self._weighted, self._heading
         try:
             for term in scores:
                 weighted[term.rows] += term.weighted
                 heading[term.heading_rows] += term.heading
             matched = np.flatnonzero(weighted)  # every match scores above zero
-            values = weighted[matched]
-            if len(matched) > limit:
-                cut = np.partition(values, len(values) - limit)[len(values) - limit]
-                keep = np.flatnonzero(values >= cut)
-                values = values[keep]
-                order = keep[np.lexsort((keep, -values))[:limit]]
-            else:
-                order = np.lexsort((matched, -values))
-            top = matched[order]
+            top = matched[largest_first(weighted[matched], limit)]
             return Bm25Ranking(rows=top, scores=weighted[top], heading_scores=heading[top])
         finally:
             # The two buffers are reused by the next query: zero what this one touched.
@@ -251,16 +210,66 @@ class KeywordIndex:
 
 @dataclass(frozen=True)
 class _Postings:
-    """Per token (numbered), its chunks and weighted frequencies, in CSR form."""
+    """Per token (numbered), its chunk rows and a value per row, in CSR form: token n's are
+    at [starts[n]:starts[n + 1]]. Read as weighted frequencies, then replaced by the token's
+    share of the two BM25 scores."""
 
     tokens: dict[str, int]
-    starts: np.ndarray  # token n's pairs are rows[starts[n]:starts[n + 1]]
+    starts: np.ndarray
     rows: np.ndarray
-    weighted: np.ndarray  # frequency weighted by BM25_WEIGHTS
+    weighted: np.ndarray  # by BM25_WEIGHTS
     heading_starts: np.ndarray
-    heading_rows: np.ndarray  # the pairs whose frequency by HEADING_WEIGHTS is above zero
+    heading_rows: np.ndarray  # the rows where the value by HEADING_WEIGHTS is above zero
     heading: np.ndarray
     lengths: np.ndarray  # tokens per chunk row, all columns
+
+    def term(self, token: str) -> TermScores:
+        number = self.tokens.get(token)
+        if number is None:
+            return _NO_MATCH
+        start, stop = self.starts[number : number + 2]
+        head_start, head_stop = self.heading_starts[number : number + 2]
+        return TermScores(
+            rows=self.rows[start:stop],
+            weighted=self.weighted[start:stop],
+            heading_rows=self.heading_rows[head_start:head_stop],
+            heading=self.heading[head_start:head_stop],
+        )
+
+
+def _idf(ratio: float) -> float:
+    idf = math.log(ratio)
+    return idf if idf > 0.0 else MIN_IDF
+
+
+def _scored(postings: _Postings, rows: int) -> _Postings:
+    """The postings with each frequency replaced by its share of bm25(), computed as
+    fts5Bm25Function computes it: idf * (f * (k1 + 1)) / (f + k1 * (1 - b + b * D / avgdl))."""
+    average = float(postings.lengths.sum()) / rows if rows else 1.0
+    length_norm = K1 * (1 - B + B * postings.lengths.astype(np.float64) / average)
+    matching = np.diff(postings.starts)
+    # math.log is the C library's log, as bm25()'s is; numpy's may differ in the last bit.
+    ratios = ((rows - matching + 0.5) / (matching + 0.5)).tolist()
+    idf = np.array([_idf(ratio) for ratio in ratios])
+
+    def share(starts: np.ndarray, at: np.ndarray, frequency: np.ndarray) -> np.ndarray:
+        token_idf = np.repeat(idf, np.diff(starts))
+        frequency = frequency.astype(np.float64)
+        scored: np.ndarray = token_idf * (
+            (frequency * (K1 + 1.0)) / (frequency + length_norm[at])
+        )
+        return scored
+
+    return _Postings(
+        tokens=postings.tokens,
+        starts=postings.starts,
+        rows=postings.rows,
+        weighted=share(postings.starts, postings.rows, postings.weighted),
+        heading_starts=postings.heading_starts,
+        heading_rows=postings.heading_rows,
+        heading=share(postings.heading_starts, postings.heading_rows, postings.heading),
+        lengths=postings.lengths,
+    )
 
 
 def _read_postings(conn: Connection, columns: list[str], chunk_ids: np.ndarray) -> _Postings:
@@ -356,25 +365,31 @@ class _Summer:
     def __call__(self, batch: list[tuple[str, int, str]]) -> _Batch:
         text = ",".join(packed for _, _, packed in batch)
         packed = np.fromstring(text, dtype=np.int64, sep=",") if text else np.zeros(0, np.int64)
-        token = np.repeat(np.arange(len(batch)), [count for _, count, _ in batch])
-        if np.any((np.diff(token) == 0) & (np.diff(packed) < 0)):
-            order = np.lexsort((packed, token))  # fts5vocab lists them sorted; if not, sort
-            token, packed = token[order], packed[order]
+        counts = np.array([count for _, count, _ in batch], dtype=np.intp)
+        token_starts = np.cumsum(counts) - counts
+        descending = np.diff(packed) < 0
+        descending[token_starts[1:] - 1] = False  # a new token starts over
+        if descending.any():  # fts5vocab lists each token's occurrences sorted; if not, sort
+            order = np.lexsort((packed, np.repeat(np.arange(len(batch)), counts)))
+            packed = packed[order]
         rows = self.row_of[packed >> _COLUMN_BITS]
         column = packed & ((1 << _COLUMN_BITS) - 1)
         first = np.ones(len(packed), dtype=bool)
-        first[1:] = (token[1:] != token[:-1]) | (rows[1:] != rows[:-1])
+        first[1:] = rows[1:] != rows[:-1]
+        first[token_starts] = True
         starts = np.flatnonzero(first)
-        pair_token, pair_rows = token[starts], rows[starts]
+        pairs = np.add.reduceat(first, token_starts) if len(starts) else counts
+        pair_rows = rows[starts]
         weighted = np.add.reduceat(self.weights[column], starts) if len(starts) else column
         heading = np.add.reduceat(self.heading_weights[column], starts) if len(starts) else column
         in_headings = heading > 0
+        pair_token = np.repeat(np.arange(len(batch)), pairs)
         return _Batch(
-            pairs=np.bincount(pair_token, minlength=len(batch)),
-            rows=pair_rows,
+            pairs=pairs,
+            rows=pair_rows.astype(np.int32),
             weighted=weighted.astype(np.float32),
             heading_pairs=np.bincount(pair_token[in_headings], minlength=len(batch)),
-            heading_rows=pair_rows[in_headings],
+            heading_rows=pair_rows[in_headings].astype(np.int32),
             heading=heading[in_headings].astype(np.float32),
             lengths=np.bincount(rows, minlength=self.rows)[: self.rows],
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -170,15 +170,18 @@ class SearchIndex:
         matching row again for each query.
         """
         keywords = self._keyword_index()
-        terms = self._informative_terms(fts_terms(query), keywords)
-        if not terms:
-            return []
+        terms = fts_terms(query)
         if keywords is not None:
-            found = keywords.ranking(terms, limit=limit)
+            scored = dict(zip(terms, keywords.term_scores(terms), strict=True))
+            kept = self._informative_terms(terms, lambda term: scored[term].chunks)
+            found = keywords.ranking([scored[term] for term in kept], limit=limit)
             ids = keywords.chunk_ids[found.rows].tolist()
             return list(
                 zip(ids, found.scores.tolist(), found.heading_scores.tolist(), strict=True)
             )
+        terms = self._informative_terms(terms, self._matching_chunks)
+        if not terms:
+            return []
         rows = self.conn.execute(
             f"select rowid, {bm25_sql(BM25_WEIGHTS)} as rank, {bm25_sql(HEADING_WEIGHTS)} "
             "from chunks_fts where chunks_fts match ? order by rank limit ?",
@@ -222,7 +225,7 @@ class SearchIndex:
             (PAGE_WEIGHT, pages_order),
         ]
 
-    def _informative_terms(self, terms: list[str], keywords: KeywordIndex | None) -> list[str]:
+    def _informative_terms(self, terms: list[str], count: Callable[[str], int]) -> list[str]:
         """Drop terms found in at least half the chunks, keeping at least the rarest one.
 
         FTS5's bm25() gives such terms an IDF of 1e-6 (https://sqlite.org/fts5.html, section
@@ -232,7 +235,6 @@ class SearchIndex:
         total = self._chunks_total
         if len(terms) < 2 or total < 1000:
             return terms
-        count = keywords.chunk_count if keywords is not None else self._matching_chunks
         counts = {term: count(term) for term in terms}
         kept = [term for term in terms if 2 * counts[term] < total]
         return kept or [min(terms, key=counts.__getitem__)]
