@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .db import Connection
+from .topk import largest_first
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,11 @@ class VectorMatrix:
         ):
             owners.setdefault(int(embedding_id), []).append(int(chunk_id))
         rows = conn.execute("select rowid, embedding from chunk_vectors").fetchall()
-        rows = [row for row in rows if int(row[0]) in owners]
+        # In the order of their first chunk, so that equal similarities rank as the KNN
+        # query ranks them, by chunk id.
+        rows = sorted(
+            (row for row in rows if int(row[0]) in owners), key=lambda row: owners[int(row[0])][0]
+        )
         blob = b"".join(bytes(row[1]) for row in rows)
         matrix = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), -1)
         chunk_rows = {int(i): n for n, i in enumerate(chunk_ids.tolist())}
@@ -38,15 +43,19 @@ class VectorMatrix:
 
     def nearest(self, query: Sequence[float], *, limit: int) -> tuple[np.ndarray, np.ndarray]:
         """The `limit` chunk rows nearest to `query` by cosine similarity, nearest first, and
-        their similarities; chunks sharing a vector are all listed, in row order."""
-        # einsum runs in this thread: BLAS's matrix product would start worker threads that
-        # keep spinning after it returns and slow the BM25 and fusion that follow.
-        similarities = np.einsum("ij,j->i", self.matrix, np.asarray(query, dtype=np.float32))
-        if limit < len(similarities):
-            top = np.argpartition(-similarities, limit - 1)[:limit]
-        else:
-            top = np.arange(len(similarities))
-        ordered = top[np.argsort(-similarities[top], kind="stable")]
-        nearest = [(owner, row) for row in ordered.tolist() for owner in self.owners[row]][:limit]
+        their similarities; chunks sharing a vector are all listed, in row order, and equal
+        similarities keep the order of the matrix (of chunk ids).
+
+        One BLAS matrix-vector product, over every core. Its threads keep spinning a while
+        after it returns, which slows the keyword ranking and fusion that follow, yet hybrid
+        search was faster with it than with einsum on one thread or split over two by hand
+        (tests/benchmarks/bench_search.py, two cores).
+        """
+        similarities = self.matrix @ np.asarray(query, dtype=np.float32)
+        nearest = [
+            (owner, row)
+            for row in largest_first(similarities, limit).tolist()
+            for owner in self.owners[row]
+        ][:limit]
         rows = np.array([owner for owner, _ in nearest], dtype=np.intp)
         return rows, similarities[[row for _, row in nearest]].astype(np.float64)
