@@ -1,10 +1,10 @@
 """BM25 of the docs index held in memory for a run: FTS5's own bm25() scores, from its index.
 
 FTS5 scores every row a query matches, each time. A run making hundreds of searches reads the
-index's postings once instead (per term: the chunks holding it and how often, per column), and
-sums each query's terms with numpy. The arithmetic is bm25()'s own, operation for operation, so
-scores, and the rankings made from them, are the ones FTS5 gives (tests/test_keywords.py
-checks this against FTS5).
+index's postings once instead (per token: the chunks holding it and its share of their BM25
+scores), and sums each query's terms with numpy. The arithmetic is bm25()'s own, operation for
+operation, so scores, and the rankings made from them, are the ones FTS5 gives
+(tests/test_keywords.py checks this against FTS5).
 """
 
 from __future__ import annotations
