@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import sqlite_vec
 
+from . import fusion
 from .db import Connection
 from .index import EmbeddingMismatch
+from .keywords import BM25_WEIGHTS, HEADING_WEIGHTS, Bm25Ranking, KeywordIndex, bm25_sql
 from .models import Hit
 from .ports import Embedder, embedding_id
 from .schema import has_vector_table, migrate, read_meta
+from .vectors import VectorMatrix
 
 Mode = Literal["hybrid", "keyword", "vector"]
 MODES: tuple[Mode, ...] = ("keyword", "vector", "hybrid")
@@ -32,9 +35,6 @@ SECTIONS_PER_PAGE_SCORE = 2
 PER_PAGE = 2
 MMAP_BYTES = 1 << 30
 
-# Column weights for bm25() (title, heading path, text): a match in the page title or a
-# heading says more than one in the body.
-BM25_WEIGHTS = (4.0, 4.0, 1.0)
 KEYWORD_CANDIDATES = 100
 
 # Words that carry no topic: English function words and the filler of questions asked in
@@ -111,19 +111,36 @@ def reciprocal_rank_fusion(
 
 
 @dataclass(frozen=True)
-class _Vectors:
-    """Every vector of the index in one matrix, and the chunks each row stands for."""
+class _Chunks:
+    """Every chunk's id (ascending) and page, read once per run. Searching works on rows,
+    positions in `ids`, so rankings are arrays that numpy can fuse."""
 
-    matrix: np.ndarray
-    chunks: tuple[tuple[int, ...], ...]  # per row, the ids of the chunks sharing that vector
+    ids: np.ndarray
+    pages: np.ndarray  # per row, its page's number (pages numbered as first met)
+
+    @classmethod
+    def load(cls, conn: Connection) -> _Chunks:
+        ids: list[int] = []
+        pages: list[int] = []
+        numbers: dict[str, int] = {}
+        for chunk_id, path in conn.execute("select id, path from chunks order by id"):
+            ids.append(int(chunk_id))
+            pages.append(numbers.setdefault(str(path), len(numbers)))
+        return cls(np.array(ids, dtype=np.int64), np.array(pages, dtype=np.intp))
+
+    def rows(self, chunk_ids: Sequence[int]) -> np.ndarray:
+        return np.searchsorted(self.ids, np.asarray(chunk_ids, dtype=np.int64))
+
+
+_NO_BM25 = Bm25Ranking(rows=fusion.NO_ROWS, scores=np.zeros(0), heading_scores=np.zeros(0))
 
 
 class SearchIndex:
     """One index opened for many searches: what repeats per query is read once.
 
-    The metadata and the embedder check happen here, once. Vector search goes through
-    sqlite-vec's KNN for the first query; from the second on, every vector is held in
-    memory and scanned with numpy, which a run making hundreds of searches pays back at once.
+    The metadata and the embedder check happen here, once. The first query goes to SQLite
+    (FTS5 and sqlite-vec's KNN); from the second on, the keyword postings and every vector
+    are held in memory, which a run making hundreds of searches pays back at once.
     """
 
     def __init__(self, conn: Connection, *, embedder: Embedder | None = None) -> None:
@@ -143,9 +160,11 @@ class SearchIndex:
                     "to rebuild it"
                 )
         self.embedder = embedder if self._has_vectors else None
-        self._vectors: _Vectors | None = None
-        self._paths: dict[int, str] | None = None
+        self._chunk_table: _Chunks | None = None
+        self._vectors: VectorMatrix | None = None
+        self._keywords: KeywordIndex | None = None
         self._term_counts: dict[str, int] = {}
+        self._keyword_queries = 0
         self._vector_queries = 0
         # A KNN query reads every vector through SQLite's pager; memory-mapped I/O spares
         # the copy into the page cache (https://sqlite.org/mmap.html).
@@ -156,54 +175,66 @@ class SearchIndex:
         """The modes this index and embedder allow: keyword always, vectors when both exist."""
         return MODES if self.embedder is not None else ("keyword",)
 
+    def _chunks(self) -> _Chunks:
+        if self._chunk_table is None:
+            self._chunk_table = _Chunks.load(self.conn)
+        return self._chunk_table
+
     # --- the two rankings ----------------------------------------------------------------
 
     def keyword_ranking(self, query: str, *, limit: int) -> list[tuple[int, float]]:
         """Chunk ids and BM25 relevance (higher is better), best first."""
-        return [(chunk_id, score) for chunk_id, score, _ in self._bm25(query, limit=limit)]
+        found = self._bm25(query, limit=limit)
+        ids = self._chunks().ids[found.rows].tolist()
+        return list(zip(ids, found.scores.tolist(), strict=True))
 
-    def _bm25(self, query: str, *, limit: int) -> list[tuple[int, float, float]]:
-        """Chunk ids, BM25 over all columns and BM25 over title and headings alone."""
-        terms = self._informative_terms(fts_terms(query))
+    def _bm25(self, query: str, *, limit: int) -> Bm25Ranking:
+        """Chunk rows, BM25 over all columns and BM25 over title and headings alone.
+
+        FTS5 answers the first query; from the second on, the index's postings are held in
+        memory (`KeywordIndex`), which gives the same scores without FTS5 scoring every
+        matching row again for each query.
+        """
+        keywords = self._keyword_index()
+        terms = fts_terms(query)
+        if keywords is not None:
+            scored = dict(zip(terms, keywords.term_scores(terms), strict=True))
+            kept = self._informative_terms(terms, lambda term: scored[term].chunks)
+            return keywords.ranking([scored[term] for term in kept], limit=limit)
+        terms = self._informative_terms(terms, self._matching_chunks)
         if not terms:
-            return []
+            return _NO_BM25
         rows = self.conn.execute(
-            "select rowid, bm25(chunks_fts, ?, ?, ?) as rank, bm25(chunks_fts, 1, 1, 0) "
+            f"select rowid, {bm25_sql(BM25_WEIGHTS)} as rank, {bm25_sql(HEADING_WEIGHTS)} "
             "from chunks_fts where chunks_fts match ? order by rank limit ?",
-            (*BM25_WEIGHTS, " OR ".join(terms), limit),
+            (" OR ".join(terms), limit),
+        ).fetchall()
+        return Bm25Ranking(
+            rows=self._chunks().rows([int(row[0]) for row in rows]),
+            scores=np.array([-float(row[1]) for row in rows]),
+            heading_scores=np.array([-float(row[2]) for row in rows]),
         )
-        return [(int(row[0]), -float(row[1]), -float(row[2])) for row in rows]
 
-    def _keyword_rankings(self, query: str) -> list[tuple[float, list[int]]]:
-        """Three weighted orders from one BM25 query: sections, headings, and pages.
+    def _keyword_index(self) -> KeywordIndex | None:
+        self._keyword_queries += 1
+        if self._keywords is None and self._keyword_queries >= 2:
+            self._keywords = KeywordIndex(self.conn, self._chunks().ids)
+        return self._keywords
+
+    def _keyword_rankings(self, query: str) -> list[tuple[float, np.ndarray]]:
+        """Three weighted orders of chunk rows from one BM25 ranking: sections, headings, pages.
 
         Sections alone favour a long section that repeats the query's words (a reference
         table, a Dockerfile); the heading order favours the section whose title names the
         topic, and the page order the page that speaks of it in more than one section.
         """
-        rows = self._bm25(query, limit=KEYWORD_CANDIDATES)
-        sections = [chunk_id for chunk_id, _, _ in rows]
-        headings = [
-            chunk_id for chunk_id, _, heading in sorted(rows, key=lambda r: (-r[2], -r[1]))
-            if heading > 0
-        ]
-        paths = self._chunk_paths()
-        by_page: dict[str, list[tuple[float, int]]] = {}
-        for chunk_id, score, _ in rows:
-            by_page.setdefault(paths.get(chunk_id, ""), []).append((score, chunk_id))
-        page_scores = {
-            path: sum(score for score, _ in found[:SECTIONS_PER_PAGE_SCORE])
-            for path, found in by_page.items()
-        }
-        best_first = sorted(by_page, key=lambda path: -page_scores[path])
-        pages_order = [by_page[path][0][1] for path in best_first]
-        return [
-            (KEYWORD_WEIGHT, sections),
-            (HEADING_WEIGHT, headings),
-            (PAGE_WEIGHT, pages_order),
-        ]
+        found = self._bm25(query, limit=KEYWORD_CANDIDATES)
+        sections, headings, pages = fusion.keyword_orders(
+            found, self._chunks().pages, sections_per_page=SECTIONS_PER_PAGE_SCORE
+        )
+        return [(KEYWORD_WEIGHT, sections), (HEADING_WEIGHT, headings), (PAGE_WEIGHT, pages)]
 
-    def _informative_terms(self, terms: list[str]) -> list[str]:
+    def _informative_terms(self, terms: list[str], count: Callable[[str], int]) -> list[str]:
         """Drop terms found in at least half the chunks, keeping at least the rarest one.
 
         FTS5's bm25() gives such terms an IDF of 1e-6 (https://sqlite.org/fts5.html, section
@@ -213,7 +244,7 @@ class SearchIndex:
         total = self._chunks_total
         if len(terms) < 2 or total < 1000:
             return terms
-        counts = {term: self._matching_chunks(term) for term in terms}
+        counts = {term: count(term) for term in terms}
         kept = [term for term in terms if 2 * counts[term] < total]
         return kept or [min(terms, key=counts.__getitem__)]
 
@@ -231,31 +262,24 @@ class SearchIndex:
             )
         return self._term_counts[term]
 
-    def vector_ranking(
-        self, vector: Sequence[float], *, limit: int
-    ) -> list[tuple[int, float]]:
+    def vector_ranking(self, vector: Sequence[float], *, limit: int) -> list[tuple[int, float]]:
         """Chunk ids and cosine similarity, nearest first (chunks sharing a vector all listed)."""
+        rows, similarities = self._nearest(vector, limit=limit)
+        ids = self._chunks().ids[rows].tolist()
+        return list(zip(ids, similarities.tolist(), strict=True))
+
+    def _nearest(self, vector: Sequence[float], *, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk rows nearest to `vector`, nearest first, and their cosine similarity."""
         if not self._has_vectors:
-            return []
+            return fusion.NO_ROWS, np.zeros(0)
         self._vector_queries += 1
         if self._vectors is None and self._vector_queries < 2:
-            return self._knn(vector, limit=limit)
-        vectors = self._load_vectors()
-        query = np.asarray(vector, dtype=np.float32)
-        # einsum runs in this thread: BLAS's matrix product would start worker threads that
-        # keep spinning after it returns and slow the BM25 and fusion that follow.
-        similarities = np.einsum("ij,j->i", vectors.matrix, query)
-        if limit < len(similarities):
-            top = np.argpartition(-similarities, limit - 1)[:limit]
-        else:
-            top = np.arange(len(similarities))
-        ordered = top[np.argsort(-similarities[top], kind="stable")]
-        ranked = [
-            (chunk_id, float(similarities[row]))
-            for row in ordered.tolist()
-            for chunk_id in vectors.chunks[row]
-        ]
-        return ranked[:limit]
+            found = self._knn(vector, limit=limit)
+            rows = self._chunks().rows([chunk_id for chunk_id, _ in found])
+            return rows, np.array([similarity for _, similarity in found])
+        if self._vectors is None:
+            self._vectors = VectorMatrix.load(self.conn, self._chunks().ids)
+        return self._vectors.nearest(vector, limit=limit)
 
     def _knn(self, vector: Sequence[float], *, limit: int) -> list[tuple[int, float]]:
         # The KNN stands alone in a CTE so vec0 receives its `match` and `k` constraints as-is.
@@ -270,22 +294,6 @@ class SearchIndex:
         ).fetchall()
         return [(int(chunk_id), 1.0 - float(distance)) for chunk_id, distance in rows][:limit]
 
-    def _load_vectors(self) -> _Vectors:
-        if self._vectors is None:
-            owners: dict[int, list[int]] = {}
-            for embedding_id, chunk_id in self.conn.execute(
-                "select e.id, c.id from embeddings e "
-                "join chunks c on c.content_hash = e.content_hash order by c.id"
-            ):
-                owners.setdefault(int(embedding_id), []).append(int(chunk_id))
-            rows = self.conn.execute("select rowid, embedding from chunk_vectors").fetchall()
-            rows = [row for row in rows if int(row[0]) in owners]
-            blob = b"".join(bytes(row[1]) for row in rows)
-            matrix = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), -1)
-            chunks = tuple(tuple(owners[int(row[0])]) for row in rows)
-            self._vectors = _Vectors(matrix=matrix, chunks=chunks)
-        return self._vectors
-
     # --- searching -----------------------------------------------------------------------
 
     def search(
@@ -298,59 +306,25 @@ class SearchIndex:
         its best sections. A hit's score is its page's fused score: higher is better, and
         sections of one page share it. Without an embedder every mode is keyword search.
         """
-        candidates = max(k * 5, 50)
-        rankings: list[tuple[float, list[int]]] = []
+        rankings: list[tuple[float, np.ndarray]] = []
         vector_mode = self.embedder is not None and mode != "keyword"
         if vector_mode and self.embedder is not None:
             vector = self.embedder.embed([query], task="query")[0]
-            nearest = self.vector_ranking(vector, limit=candidates)
-            rankings.append((VECTOR_WEIGHT, [i for i, _ in nearest]))
+            rows, _ = self._nearest(vector, limit=max(k * 5, 50))
+            rankings.append((VECTOR_WEIGHT, rows))
         if not vector_mode or mode == "hybrid":
             rankings.extend(self._keyword_rankings(query))
-        return self._hits(self._by_page(rankings, k=k, per_page=per_page))
+        found = fusion.by_page(
+            rankings, self._chunks().pages, rrf_k=RRF_K, k=k, per_page=per_page
+        )
+        return self._hits(*found)
 
-    def _by_page(
-        self, rankings: Sequence[tuple[float, Sequence[int]]], *, k: int, per_page: int
-    ) -> list[tuple[int, float]]:
-        """Chunk ids of the best pages, each page's best chunks first, with page scores."""
-        paths = self._chunk_paths()
-        page_scores: dict[str, float] = {}
-        chunk_scores: dict[int, float] = {}
-        for weight, ranking in rankings:
-            page_ranks: dict[str, int] = {}
-            for rank, chunk_id in enumerate(ranking, start=1):
-                chunk_scores[chunk_id] = chunk_scores.get(chunk_id, 0.0) + weight / (RRF_K + rank)
-                path = paths.get(chunk_id)
-                if path is not None and path not in page_ranks:
-                    page_ranks[path] = len(page_ranks) + 1
-                    page_scores[path] = page_scores.get(path, 0.0) + weight / (
-                        RRF_K + page_ranks[path]
-                    )
-        sections: dict[str, list[int]] = {}
-        for chunk_id in sorted(chunk_scores, key=lambda i: (-chunk_scores[i], i)):
-            if chunk_id in paths:
-                sections.setdefault(paths[chunk_id], []).append(chunk_id)
-        ordered = sorted(page_scores, key=lambda path: (-page_scores[path], sections[path][0]))
-        ranked = [
-            (chunk_id, page_scores[path])
-            for path in ordered
-            for chunk_id in sections[path][: max(per_page, 1)]
-        ]
-        return ranked[:k]
-
-    def _chunk_paths(self) -> dict[int, str]:
-        if self._paths is None:
-            self._paths = {
-                int(row[0]): str(row[1]) for row in self.conn.execute("select id, path from chunks")
-            }
-        return self._paths
-
-    def _hits(self, ranked: Sequence[tuple[int, float]]) -> list[Hit]:
-        if not ranked:
+    def _hits(self, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
+        if not len(rows):
             return []
-        ids = [chunk_id for chunk_id, _ in ranked]
+        ids = self._chunks().ids[rows].tolist()
         marks = ",".join("?" * len(ids))
-        rows = {
+        found = {
             row[0]: row
             for row in self.conn.execute(
                 f"select id, path, heading, anchor, text from chunks where id in ({marks})", ids
@@ -358,11 +332,14 @@ class SearchIndex:
         }
         return [
             Hit(
-                path=rows[i][1], heading=rows[i][2], anchor=rows[i][3], score=score,
-                text=rows[i][4],
+                path=found[i][1],
+                heading=found[i][2],
+                anchor=found[i][3],
+                score=score,
+                text=found[i][4],
             )
-            for i, score in ranked
-            if i in rows
+            for i, score in zip(ids, scores.tolist(), strict=True)
+            if i in found
         ]
 
 

@@ -1,0 +1,94 @@
+"""Rankings of chunk rows fused into page-level results, in numpy.
+
+A chunk row is a chunk's position among the index's ascending chunk ids; `chunk_pages` gives
+each row's page number. Every sum here is made in the order a loop over the rankings would
+make it (bincount adds each bin's weights in input order), so scores are exact, not near.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .keywords import Bm25Ranking
+
+NO_ROWS = np.zeros(0, dtype=np.intp)
+
+
+def keyword_orders(
+    found: Bm25Ranking, chunk_pages: np.ndarray, *, sections_per_page: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three orders of the chunk rows of one BM25 ranking: sections by BM25; sections matching
+    in the title or headings, by that BM25 (then the first); and one section per page, pages
+    by the BM25 of their best `sections_per_page` sections summed. Ties keep BM25 order."""
+    rows, scores, heading = found.rows, found.scores, found.heading_scores
+    in_headings = np.flatnonzero(heading > 0)
+    # lexsort is stable: equal keys keep the sections' order.
+    headings = in_headings[np.lexsort((-scores[in_headings], -heading[in_headings]))]
+    page, position = _grouped(chunk_pages[rows])
+    counted = position < sections_per_page
+    page_scores = np.bincount(page[counted], weights=scores[counted])
+    best = np.flatnonzero(position == 0)  # each page's best section, pages as first met
+    best = best[np.argsort(-page_scores[page[best]], kind="stable")]
+    return rows, rows[headings], rows[best]
+
+
+def by_page(
+    rankings: Sequence[tuple[float, np.ndarray]],
+    chunk_pages: np.ndarray,
+    *,
+    rrf_k: int,
+    k: int,
+    per_page: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the best pages' best chunks, at most `per_page` a page, and their page's
+    score; pages best first, each page's chunks best first.
+
+    A chunk scores the sum of weight / (rrf_k + rank) over the (weight, rows) rankings that
+    hold it; a page the same sum over each ranking's order of pages (by first appearance).
+    Equal chunks rank by row; equal pages by their best chunk's row.
+    """
+    lengths = [len(ranking) for _, ranking in rankings]
+    if not sum(lengths):
+        return NO_ROWS, np.zeros(0)
+    rows = np.concatenate([ranking for _, ranking in rankings])
+    ranking = np.repeat(np.arange(len(lengths)), lengths)  # each item's ranking
+    weights = np.array([weight for weight, _ in rankings])
+    rank = np.arange(1, len(rows) + 1) - np.searchsorted(ranking, ranking)
+    chunks, at = np.unique(rows, return_inverse=True)
+    chunk_scores = np.bincount(at, weights=weights[ranking] / (rrf_k + rank))
+    # Each ranking's pages in order of first appearance, ranked from 1.
+    pages = chunk_pages[rows]
+    _, first = np.unique(ranking * (int(pages.max()) + 1) + pages, return_index=True)
+    first.sort()
+    first_in = ranking[first]
+    page_rank = np.arange(1, len(first) + 1) - np.searchsorted(first_in, first_in)
+    page_ids, at = np.unique(pages[first], return_inverse=True)
+    page_scores = np.bincount(at, weights=weights[first_in] / (rrf_k + page_rank))
+    # Chunks best first; pages by score, then by their best chunk.
+    chunks = chunks[np.lexsort((chunks, -chunk_scores))]
+    page = np.searchsorted(page_ids, chunk_pages[chunks])
+    _, best = np.unique(page, return_index=True)
+    page_place = np.empty(len(page_ids), dtype=np.intp)
+    page_place[np.lexsort((chunks[best], -page_scores))] = np.arange(len(page_ids))
+    order = np.argsort(page_place[page], kind="stable")  # each page's chunks stay best first
+    placed = page_place[page[order]]
+    position = np.arange(len(order)) - np.searchsorted(placed, placed)
+    order = order[position < max(per_page, 1)][:k]
+    return chunks[order], page_scores[page[order]]
+
+
+def _grouped(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's group (its key's rank among the distinct keys) and its position among the
+    items of its group, in order: keys [7, 3, 7, 7] give groups [1, 0, 1, 1] and positions
+    [0, 0, 1, 2]."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    starts = np.ones(len(keys), dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    group = np.empty(len(keys), dtype=np.intp)
+    group[order] = np.cumsum(starts) - 1
+    position = np.empty(len(keys), dtype=np.intp)
+    position[order] = np.arange(len(keys)) - np.flatnonzero(starts)[group[order]]
+    return group, position

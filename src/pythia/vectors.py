@@ -1,0 +1,61 @@
+"""The index's vectors held in memory for a run, and the nearest of them to a query."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .db import Connection
+from .topk import largest_first
+
+
+@dataclass(frozen=True)
+class VectorMatrix:
+    """Every vector of the index in one matrix, and the chunk rows each vector stands for."""
+
+    matrix: np.ndarray
+    owners: tuple[tuple[int, ...], ...]  # per matrix row, the chunk rows sharing that vector
+
+    @classmethod
+    def load(cls, conn: Connection, chunk_ids: np.ndarray) -> VectorMatrix:
+        """Read the vec0 table once; `chunk_ids` (ascending) number the chunk rows."""
+        owners: dict[int, list[int]] = {}
+        for embedding_id, chunk_id in conn.execute(
+            "select e.id, c.id from embeddings e "
+            "join chunks c on c.content_hash = e.content_hash order by c.id"
+        ):
+            owners.setdefault(int(embedding_id), []).append(int(chunk_id))
+        rows = conn.execute("select rowid, embedding from chunk_vectors").fetchall()
+        # In the order of their first chunk, so that equal similarities rank as the KNN
+        # query ranks them, by chunk id.
+        rows = sorted(
+            (row for row in rows if int(row[0]) in owners), key=lambda row: owners[int(row[0])][0]
+        )
+        blob = b"".join(bytes(row[1]) for row in rows)
+        matrix = np.frombuffer(blob, dtype=np.float32).reshape(len(rows), -1)
+        chunk_rows = {int(i): n for n, i in enumerate(chunk_ids.tolist())}
+        return cls(
+            matrix=matrix,
+            owners=tuple(tuple(chunk_rows[i] for i in owners[int(row[0])]) for row in rows),
+        )
+
+    def nearest(self, query: Sequence[float], *, limit: int) -> tuple[np.ndarray, np.ndarray]:
+        """The `limit` chunk rows nearest to `query` by cosine similarity, nearest first, and
+        their similarities; chunks sharing a vector are all listed, in row order, and equal
+        similarities keep the order of the matrix (of chunk ids).
+
+        One BLAS matrix-vector product, over every core. Its threads keep spinning a while
+        after it returns, which slows the keyword ranking and fusion that follow, yet hybrid
+        search was faster with it than with einsum on one thread or split over two by hand
+        (tests/benchmarks/bench_search.py, two cores).
+        """
+        similarities = self.matrix @ np.asarray(query, dtype=np.float32)
+        nearest = [
+            (owner, row)
+            for row in largest_first(similarities, limit).tolist()
+            for owner in self.owners[row]
+        ][:limit]
+        rows = np.array([owner for owner, _ in nearest], dtype=np.intp)
+        return rows, similarities[[row for _, row in nearest]].astype(np.float64)

@@ -1,0 +1,27 @@
+"""The in-memory vectors: nearest first, equal similarities in chunk order."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pythia.vectors import VectorMatrix
+
+
+def test_nearest_vectors_tie_in_chunk_order_and_list_every_owner() -> None:
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((6, 8)).astype(np.float32)
+    matrix = base[[0, 1, 2, 1, 3, 4, 5, 2]]  # rows 1 and 3, 2 and 7 hold equal vectors
+    owners = ((0,), (1, 9), (2,), (3,), (4,), (5,), (6,), (7, 8))
+    vectors = VectorMatrix(matrix=matrix, owners=owners)
+    query = base[1] + 0.5 * base[2]
+
+    rows, similarities = vectors.nearest(query.tolist(), limit=6)
+
+    exact = matrix @ query
+    expected = [
+        (owner, float(exact[row]))
+        for row in sorted(range(len(matrix)), key=lambda r: (-exact[r], r))
+        for owner in owners[row]
+    ][:6]
+    assert list(zip(rows.tolist(), similarities.tolist(), strict=True)) == expected
+    assert rows.tolist()[:3] == [1, 9, 3]
