@@ -8,6 +8,7 @@ Adapters are imported where they are built, so a command that needs neither GitH
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -374,16 +375,25 @@ def check_publishing(workspace: Workspace, options: Options) -> SecretStr:
 _NOT_DOCS = frozenset({".git", ".pythia", "node_modules", ".venv", "venv", "__pycache__"})
 
 
+def _repository_files(root: Path) -> set[str]:
+    """Every file under `root`, relative and with '/', skipping `_NOT_DOCS` folders without
+    walking into them (a node_modules tree can hold more files than the docs have words)."""
+    found: set[str] = set()
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [name for name in subfolders if name not in _NOT_DOCS]
+        base = Path(folder).relative_to(root)
+        found.update(
+            (base / name).as_posix() for name in files if (Path(folder) / name).is_file()
+        )
+    return found
+
+
 def edit_checks(workspace: Workspace, options: Options, docs_texts: Sequence[str]) -> EditChecks:
     """The checks every proposal passes: grounding against the docs, links against every file
     of the repository (and the pages the docs build generates), the configured build."""
     docs = workspace.config.docs
     root = workspace.root.resolve()
-    paths = {
-        path.relative_to(root).as_posix()
-        for path in root.rglob("*")
-        if path.is_file() and not _NOT_DOCS & set(path.relative_to(root).parts)
-    }
+    paths = _repository_files(root)
     paths |= {workspace.docs_prefix + page.lstrip("/") for page in docs.generated}
     build = None
     if docs.check_command:
