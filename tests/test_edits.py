@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -544,10 +543,8 @@ def test_a_failed_search_on_a_long_page_is_answered_quickly() -> None:
     ]
     page = "\n".join(lines) + "\n"
     typo = "\n".join(lines[1500:1510]).replace("cache", "cashe")
-    started = time.perf_counter()
-    with pytest.raises(SearchNotFound) as caught:
+    with pytest.raises(SearchNotFound) as caught:  # its time: bench_pathological.py
         apply_edits({"docs/long.md": page}, [Edit("docs/long.md", typo, "x")], allowed=POLICY)
-    assert time.perf_counter() - started < 3.0
     assert lines[1500] in str(caught.value)
 
 

@@ -6,8 +6,6 @@ Fake secrets are assembled from pieces so this file itself never trips a secret 
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from pythia.safety import (
@@ -452,14 +450,15 @@ def test_link_domains_collects_hosts_without_www_and_ports() -> None:
         "<" * 20000,
     ],
 )
-def test_pathological_input_is_handled_in_linear_time(text: str) -> None:
-    started = time.perf_counter()
-    sanitize_for_publishing(text)
-    check_proposal(
+def test_pathological_input_is_published_whole(text: str) -> None:
+    # Their time (each was once quadratic or worse): tests/benchmarks/bench_pathological.py.
+    published = sanitize_for_publishing(text)  # clipped to a summary's length, not redacted
+    assert published and text.startswith(published)
+    problems = check_proposal(
         before={},
         after={"docs/x.md": text},
         docs_domains=set(),
         allowed_domains=[],
         max_changed_lines=10,
     )
-    assert time.perf_counter() - started < 2.0
+    assert all("characters, more than the limit" in problem for problem in problems), problems

@@ -8,7 +8,6 @@ that only looks like one (versions, hashes, dates, code) must come through uncha
 from __future__ import annotations
 
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,10 +93,9 @@ def test_lookalikes_survive() -> None:
     )
 
 
-def test_digit_dense_text_is_handled_in_linear_time() -> None:
-    started = time.perf_counter()
-    redact("1 " * 20000)
-    assert time.perf_counter() - started < 2.0
+def test_digit_dense_text_is_left_alone() -> None:
+    # Its time (it was once quadratic): tests/benchmarks/bench_pathological.py.
+    assert redact("1 " * 2000) == "1 " * 2000
 
 
 # ---------------------------------------------------------------- chat handles
