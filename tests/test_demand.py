@@ -228,3 +228,56 @@ def test_a_group_that_found_the_wrong_page_does_not_send_later_conversations_the
              edited=["docs/plugins.md"])  # fmt: skip
     entry = ledger.get("p")
     assert entry is not None and entry.targets == [section_key(plugins)]
+
+
+def test_a_sections_key_is_the_fingerprint_a_proposal_editing_it_gets() -> None:
+    from pythia.propose import fingerprint, section_of
+
+    page = "# The local cache\n\nIntro.\n\n## Where the cache lives\n\nIn ~/.kestrel/cache.\n"
+    nested = hit("docs/cache.md", "The local cache > Where the cache lives")
+    edited = section_of(page, "In ~/.kestrel/cache.")
+    assert section_key(nested) == fingerprint("docs/cache.md", edited)
+
+
+def test_an_open_proposal_recorded_under_the_whole_heading_path_still_draws_its_section() -> None:
+    from pythia.propose import fingerprint
+
+    nested = hit("docs/cache.md", "The local cache > Where the cache lives")
+    legacy = fingerprint("docs/cache.md", "the local cache > where the cache lives")
+    ledger = Ledger()
+    ledger.put(LedgerEntry(fingerprint="p", status="open", targets=[legacy]))
+    (group,) = group_by_section([asked(1, nested)], ledger=ledger)
+    assert group.entry is not None and group.entry.fingerprint == "p"
+
+
+def test_a_later_group_whose_best_section_a_proposal_of_the_run_edited_joins_it() -> None:
+    from pythia.demand import join_made, made_entry
+
+    clearing, invalidated = hit("docs/cache.md", "Clearing"), hit("docs/cache.md", "Invalidated")
+    proxy = hit("docs/remote-cache.md", "Proxy")
+    first, later = group_by_section(
+        [asked(1, clearing, invalidated), asked(2, invalidated), asked(3, proxy, invalidated)],
+        ledger=Ledger(),
+    )[0:2]
+    assert join_made(later, {}) == [later]
+    # The first group's proposal edited the section the later conversation found first.
+    made = made_entry(
+        proposal_of(section_key(invalidated), paths=("docs/cache.md",)), first, Ledger()
+    )
+    assert set(made) == {section_key(invalidated), section_key(clearing)}
+    (joined,) = join_made(later, made)
+    assert joined.entry is not None and joined.entry.status == "open"
+    assert [a.thread.key for a in joined.asked] == ["tg:21"]
+    # Only a best result joins: conversation 3 found the edited section second, and stays.
+    (rest,) = group_by_section([asked(3, proxy, invalidated)], ledger=Ledger())
+    assert join_made(rest, made) == [rest]
+
+
+def proposal_of(fingerprint: str, *, paths: tuple[str, ...]) -> Any:
+    from pythia.models import Edit, Proposal
+
+    return Proposal(
+        fingerprint=fingerprint, stream="tg", thread_key="tg:11", category="question",
+        title="t", summary="s", reasoning="r", confidence=0.9, diff="", files=(),
+        edits=tuple(Edit(path, "old", "new") for path in paths),
+    )  # fmt: skip

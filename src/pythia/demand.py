@@ -7,7 +7,7 @@ proposal, or one maintainers already decided on).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .handles import member_handles
@@ -54,8 +54,15 @@ class Group:
 
 
 def section_key(hit: Hit) -> str:
-    """The key of a docs section: the fingerprint a proposal editing that section gets."""
-    return fingerprint(hit.path, hit.heading.strip().lower())
+    """The key of a docs section: the fingerprint a proposal editing that section gets, from
+    its file and its own heading (the index keeps the heading path, "Page > Section")."""
+    return fingerprint(hit.path, hit.heading.rpartition(" > ")[2].strip().lower())
+
+
+def _keys(hit: Hit) -> tuple[str, ...]:
+    """`section_key`, then the key ledgers written before 0.3 recorded as a target (from the
+    whole heading path), so their open proposals still draw their sections' conversations."""
+    return (section_key(hit), fingerprint(hit.path, hit.heading.strip().lower()))
 
 
 def group_by_section(asked: Sequence[Asked], *, ledger: Ledger) -> list[Group]:
@@ -71,11 +78,64 @@ def group_by_section(asked: Sequence[Asked], *, ledger: Ledger) -> list[Group]:
     standing = _standing(ledger)
     members: dict[str, list[Asked]] = {}
     for item in asked:
-        keys = [section_key(hit) for hit in item.hits]
-        live = [k for k in keys[:MATCH_DEPTH] if k in standing and standing[k].status in _RANK]
-        key = live[0] if live else (keys[0] if keys else f"conversation:{item.thread.key}")
+        first = section_key(item.hits[0]) if item.hits else f"conversation:{item.thread.key}"
+        key = _live(item, standing) or first
         members.setdefault(key, []).append(item)
     return [Group(key, tuple(items), standing.get(key)) for key, items in members.items()]
+
+
+def _live(item: Asked, standing: Mapping[str, LedgerEntry], *, depth: int = MATCH_DEPTH) -> str:
+    """The key of the first open or waiting proposal among the item's first `depth` results,
+    or ''."""
+    for hit in item.hits[:depth]:
+        for key in _keys(hit):
+            if key in standing and standing[key].status in _RANK:
+                return key
+    return ""
+
+
+def join_made(group: Group, made: Mapping[str, LedgerEntry]) -> list[Group]:
+    """`group`, formed before this run made any proposal, split by the proposals made since:
+    members whose best result is a section one of them stands for join it as evidence (no
+    model call); the others stay one group. (Joining on any of the first MATCH_DEPTH results,
+    as an open PR of an earlier run is joined, was tried: a run's fresh proposals then drew
+    distinct gaps of their pages, 7 of the 19 topics of tests/benchmarks/bench_demand.py.)"""
+    if not made or (group.entry is not None and group.entry.status == "open"):
+        return [group]
+    joined: dict[str, list[Asked]] = {}
+    rest: list[Asked] = []
+    for item in group.asked:
+        key = _live(item, made, depth=1)
+        if key:
+            joined.setdefault(key, []).append(item)
+        else:
+            rest.append(item)
+    parts = [Group(key, tuple(items), made[key]) for key, items in joined.items()]
+    if rest:
+        parts.append(Group(group.key, tuple(rest), group.entry))
+    return parts
+
+
+def made_entry(proposal: Proposal, group: Group, ledger: Ledger) -> dict[str, LedgerEntry]:
+    """The sections a proposal this run made stands for, and the entry to join for them: the
+    ledger's where publishing recorded one, else (a dry run) one standing in as open. It
+    stands for the section it edits and, as `remember` records, the group's own section when
+    it edited that page."""
+    entry = ledger.get(proposal.fingerprint) or LedgerEntry(
+        fingerprint=proposal.fingerprint,
+        status="open",
+        title=proposal.title,
+        category=proposal.category,
+        confidence=proposal.confidence,
+        paths=list(proposal.paths),
+    )
+    if entry.status not in _RANK:
+        return {}
+    top = group.hits(1)
+    keys = [proposal.fingerprint]
+    if top and top[0].path in proposal.paths:
+        keys.append(group.key)
+    return dict.fromkeys(keys, entry)
 
 
 def _standing(ledger: Ledger) -> dict[str, LedgerEntry]:

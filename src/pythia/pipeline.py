@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,7 +14,16 @@ from .backfill import Backfill
 from .checks import SAFETY, EditChecks
 from .classify import Classification, classify
 from .config import Config
-from .demand import Asked, Group, below_threshold, evidence_for, group_by_section, remember
+from .demand import (
+    Asked,
+    Group,
+    below_threshold,
+    evidence_for,
+    group_by_section,
+    join_made,
+    made_entry,
+    remember,
+)
 from .edits import PathPolicy
 from .ingest import (
     Ingested,
@@ -58,6 +67,7 @@ from .state import (
     TERMINAL,
     Judged,
     Ledger,
+    LedgerEntry,
     StateStore,
 )
 from .usage import BudgetExhausted, UsageMeter
@@ -174,12 +184,15 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
             asked = _retrieve(valuable, by_key, config, deps, report)
             remember_hits(asked, by_key)
         with _stage(report, "propose", deps.clock):
-            for group in group_by_section(asked, ledger=deps.ledger):
+            made: dict[str, LedgerEntry] = {}  # sections this run's proposals stand for
+            for group in _groups(asked, deps.ledger, made):
                 if report.fatal or should_stop():
                     break
                 members = [by_key[item.thread.key] for item in group.asked]
                 try:
-                    _propose_group(group, config, deps, report)
+                    proposal = _propose_group(group, config, deps, report)
+                    if proposal is not None:
+                        made.update(made_entry(proposal, group, deps.ledger))
                 except PublishingBlocked as error:
                     # A setting to fix, not the threads' fault: the proposal is parked.
                     for member in members:
@@ -272,20 +285,32 @@ def _retrieve(
     ]
 
 
-def _propose_group(group: Group, config: Config, deps: Deps, report: RunReport) -> None:
+def _groups(
+    asked: Sequence[Asked], ledger: Ledger, made: Mapping[str, LedgerEntry]
+) -> Iterator[Group]:
+    """The run's groups in chat order, each split by the proposals made before it (`made`,
+    which the caller fills as it goes)."""
+    for group in group_by_section(asked, ledger=ledger):
+        yield from join_made(group, made)
+
+
+def _propose_group(
+    group: Group, config: Config, deps: Deps, report: RunReport
+) -> Proposal | None:
     """A group meets the proposal standing for its section (evidence, demand, or a decision
-    already made), waits for more demand, or becomes one new proposal."""
+    already made), waits for more demand, or becomes one new proposal (returned once it went
+    to the publisher)."""
     entry = group.entry
     keys = [thread.key for thread in group.threads]
     if entry is not None and entry.status in TERMINAL:
         for key in keys:
             _skip(report, key, f"maintainers already {entry.status} a proposal for this section")
-        return
+        return None
     if entry is not None and entry.status == "open":
         if set(keys) <= set(entry.thread_keys):
             for key in keys:
                 _skip(report, key, "already in the PR")
-            return
+            return None
         evidence = evidence_for(
             group,
             entry,
@@ -296,12 +321,12 @@ def _propose_group(group: Group, config: Config, deps: Deps, report: RunReport) 
         report.publish_attempts += 1
         _note(report, evidence, deps.publisher.publish(evidence))
         remember(deps.ledger, entry.fingerprint, group)
-        return
+        return None
     if entry is not None and entry.status == "waiting" and entry.parked is not None:
         remember(deps.ledger, entry.fingerprint, group)
         for key in keys:
             _skip(report, key, "its proposal waits for room under the PR limits; demand recorded")
-        return
+        return None
     demand = group.demand.merged(entry.demand() if entry is not None else None)
     waiting = below_threshold(
         demand,
@@ -312,7 +337,7 @@ def _propose_group(group: Group, config: Config, deps: Deps, report: RunReport) 
         remember(deps.ledger, group.key, group, reason=waiting)
         for key in keys:
             _skip(report, key, f"waiting for more demand: {waiting}")
-        return
+        return None
     outcome = propose_for(
         [(item.thread, item.verdict) for item in group.asked],
         hits=group.hits(config.limits.search_k),
@@ -327,14 +352,14 @@ def _propose_group(group: Group, config: Config, deps: Deps, report: RunReport) 
     if isinstance(outcome, NoChange):
         for key in keys:
             _skip(report, key, f"no change: {outcome.reason}")
-        return
+        return None
     if isinstance(outcome, Refused):
         _refuse(report, keys, outcome.kind, outcome.reason)
-        return
+        return None
     if outcome.confidence < config.publish.min_confidence:
         for key in keys:
             _skip(report, key, f"confidence {outcome.confidence:.2f} is too low")
-        return
+        return None
     before = {path: deps.read(path) or "" for path, _ in outcome.files}
     problems = check_proposal(
         before=before,
@@ -346,7 +371,7 @@ def _propose_group(group: Group, config: Config, deps: Deps, report: RunReport) 
     )
     if problems:
         _refuse(report, keys, SAFETY, "; ".join(problems))
-        return
+        return None
     outcome = defang_proposal(
         outcome, docs_domains=deps.docs_domains, allowed_domains=config.docs.allowed_link_domains
     )
@@ -357,6 +382,7 @@ def _propose_group(group: Group, config: Config, deps: Deps, report: RunReport) 
         # The demand recorded while waiting now belongs to the proposal it became.
         moved = deps.ledger.proposals.pop(entry.fingerprint)
         remember(deps.ledger, outcome.fingerprint, group, earlier=moved, edited=outcome.paths)
+    return outcome
 
 
 def _publish_parked(deps: Deps, report: RunReport) -> None:
