@@ -44,6 +44,25 @@ def test_a_fenced_command_drops_its_prompt_and_reads_short_flags() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # A manual page's placeholders name nothing anyone has to have said.
+        ("$ kestrel explain TASK", [("kestrel", "code"), ("explain", "code")]),
+        ("$ kestrel copy SOURCE... DEST", [("kestrel", "code"), ("copy", "code")]),
+        # Variables stay claims: with `_` or digits, alone, or after a command naming them.
+        ("$ kestrel run KESTREL_JOBS", [("kestrel", "code"), ("run", "code"),
+                                        ("KESTREL_JOBS", "env")]),
+        ("$ export NETRC", [("NETRC", "code")]),
+        ("NETRC", [("NETRC", "code")]),
+    ],
+)  # fmt: skip
+def test_upper_case_arguments_of_a_command_are_placeholders(
+    line: str, expected: list[tuple[str, str]]
+) -> None:
+    assert code(line) == expected
+
+
 def test_a_flag_with_a_value_is_the_flag_and_the_value() -> None:
     assert sorted(code("uv run --python=3.12 --with 'rich>=13' app.py")) == sorted(
         [

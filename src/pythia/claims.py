@@ -95,9 +95,29 @@ def _code_claims(line: str, language: str = "") -> list[Claim]:
         text = value
     text = _PLACEHOLDER.sub(" ", take_urls(text, claims))
     text = take_version_specifiers(text, claims)
-    for word in _CODE_SPLIT.split(text):
+    words = _CODE_SPLIT.split(text)
+    for number, word in enumerate(words):
+        if number and _is_metavariable(word, command=words[0]):
+            continue
         claims.extend(code_word_claims(word))
     return claims
+
+
+# A manual page's placeholder: `kestrel explain TASK`, `cp SOURCE DEST` (letters only; a name
+# with `_` or digits, such as `KESTREL_JOBS`, is a variable and stays a claim).
+_METAVARIABLE = re.compile(r"[A-Z]{2,}(?:\.{3})?")
+# Commands whose upper-case arguments are variables' names, not placeholders.
+_NAMING_COMMANDS = frozenset({"export", "set", "unset", "env", "printenv", "echo", "declare"})
+
+
+def _is_metavariable(word: str, *, command: str) -> bool:
+    """An upper-case argument of a command written in lower case: a placeholder the reader
+    fills in, which no conversation says (it says the value, `kestrel explain build`)."""
+    return (
+        bool(_METAVARIABLE.fullmatch(word))
+        and command.islower()
+        and command not in _NAMING_COMMANDS
+    )
 
 
 _DOTTED_KEY_OR_NAME = re.compile(r"[A-Za-z_\"][\w\"-]*(?:\.[A-Za-z_\"][\w\" -]*)*")

