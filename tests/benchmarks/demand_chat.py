@@ -44,6 +44,9 @@ class Topic:
     queries: tuple[str, ...]  # what a model would search for; each conversation gets some
     keywords: tuple[str, ...]
     category: str = "question"
+    # What a good model writes instead when told part of `fact` was never said (the grounding
+    # check's feedback): `fact` without that part. Empty: it has nothing left to add.
+    said_only: str = ""
 
 
 TOPICS = (
@@ -95,6 +98,7 @@ TOPICS = (
         ("local cache location", "cache folder linux", "where is the cache stored"),
         ("cache", "XDG_CACHE_HOME"),
         "update",
+        "Since 3.0 the local cache lives in `~/.cache/kestrel`.",
     ),
     Topic(
         "cache-dir",
@@ -160,6 +164,7 @@ TOPICS = (
         ),
         ("parallel tasks limit", "concurrency jobs", "number of cores"),
         ("--jobs", "parallel"),
+        said_only="Limit parallel tasks with `KESTREL_JOBS=N` in CI.",
     ),
     Topic(
         "upgrade-cold",
@@ -723,6 +728,9 @@ class ProposeAnswer:
     section: str | None  # "page#heading" edited, None for no change
 
 
+_UNSAID = "are not in the conversation or the docs"
+
+
 def propose_reply(prompt: str) -> ProposeAnswer:
     """An edit below the first line of the section of the conversations' topic, when that
     section's page is among the files shown (a model edits only what it was given)."""
@@ -741,10 +749,16 @@ def propose_reply(prompt: str) -> ProposeAnswer:
     if topic is None or path is None:
         reply = {"change": False, "reason": "The files shown do not cover what was asked."}
         return ProposeAnswer(reply, tuple(found), None)
+    fact = topic.fact
+    if _UNSAID in prompt:  # the grounding check's feedback on an earlier answer
+        fact = topic.said_only
+        if not fact:
+            reply = {"change": False, "reason": "What the edit needs was not said."}
+            return ProposeAnswer(reply, tuple(found), None)
     reply = {
         "change": True,
         "reason": "",
-        "title": f"{topic.heading}: {topic.fact.replace('`', '')[:80]}",
+        "title": f"{topic.heading}: {fact.replace('`', '')[:80]}",
         "summary": "Documents what several people asked and someone answered.",
         "reasoning": "The answer was confirmed by the people who asked.",
         "confidence": 0.85,
@@ -753,7 +767,7 @@ def propose_reply(prompt: str) -> ProposeAnswer:
             {
                 "path": path,
                 "search": topic.body,
-                "replace": f"{topic.body}\n\n{topic.fact}",
+                "replace": f"{topic.body}\n\n{fact}",
                 "reason": "missing from the docs",
             }
         ],
