@@ -333,3 +333,21 @@ def test_a_proposal_the_checks_refuse_is_counted_and_its_threads_recorded(repo: 
     assert report.refused == {"ungrounded": 3}
     assert all("--to-disk" in why for _, why in report.skipped if "refused" in why)
     assert runner.store.load_stream("kestrel-users").watermark == 42  # outcomes recorded
+
+
+def test_classification_leaves_part_of_the_cap_for_proposals(repo: Path) -> None:
+    # Small batches, so classifying the whole chat would take every call of the cap.
+    config = make_config(
+        limits={"max_llm_calls": 6, "classify_share": 0.5, "classify_batch_messages": 8}
+    )
+    runner = Harness(repo, config)
+    meter = UsageMeter.from_config(config)
+    llm = FunctionLLM(answer, meter=meter)
+    report = runner.run(llm=llm, publisher=MemoryPublisher(), meter=meter)
+
+    assert llm.calls("classify") == 3
+    assert report.stopped_early and "limits.classify_share" in report.stopped_early
+    assert llm.calls("propose") >= 1 and report.proposals_opened
+    state = runner.store.load_stream("kestrel-users")
+    # What was classified and proposed is done: the watermark moved, short of the end.
+    assert state.watermark is not None and 0 < state.watermark < 42

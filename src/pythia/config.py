@@ -206,6 +206,13 @@ class Models(Strict):
 class Limits(Strict):
     max_llm_calls: int = Field(200, ge=1, description="Calls per run before new work stops.")
     max_tokens: int = Field(3_000_000, ge=1000, description="Tokens per run before work stops.")
+    classify_share: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="Share of max_llm_calls and max_tokens classification may use; the rest is "
+        "kept for proposals, so a run over a long backlog proposes for what it classified.",
+    )
     classify_batch_messages: int = Field(100, ge=1, description="Messages per classify call.")
     classify_batch_tokens: int = Field(30_000, ge=1000, description="Tokens per classify call.")
     propose_context_tokens: int = Field(

@@ -114,6 +114,15 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
             return True
         return False
 
+    def classify_should_stop() -> bool:
+        """Classification also stops at its share of the caps, leaving the rest for proposals
+        (chat order: what it judged is the oldest part of the chat)."""
+        reason = deps.meter.share_reached(config.limits.classify_share)
+        if reason is not None and deps.meter.exhausted_reason is None:
+            report.stopped_early = report.stopped_early or reason
+            return True
+        return should_stop()
+
     with _stage(report, "ingest", deps.clock):
         streams = [
             ingest(source, config=config, store=deps.store, now=now, since=deps.since)
@@ -142,7 +151,7 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
                 config=config,
                 llm=deps.llm,
                 repo_root=deps.repo_root,
-                should_stop=should_stop,
+                should_stop=classify_should_stop,
             )
         except BudgetExhausted as error:
             report.stopped_early = one_line(error)

@@ -107,6 +107,20 @@ class UsageMeter:
             )
         return None
 
+    def share_reached(self, share: float) -> str | None:
+        """One sentence when the run has used `share` of a cap (`limits.classify_share`:
+        classification stops there, so what it judged still gets its proposals), else None."""
+        calls = self.max_llm_calls is not None and self._capped_calls >= share * self.max_llm_calls
+        tokens = self.max_tokens is not None and self._capped_tokens >= share * self.max_tokens
+        if not (calls or tokens):
+            return None
+        cap = "limits.max_llm_calls" if calls else "limits.max_tokens"
+        return (
+            f"Classification used its share of the run's budget (limits.classify_share {share:g} "
+            f"of {cap}), so the rest of the chat waits for the next run and what was classified "
+            "got its proposals."
+        )
+
     @property
     def exhausted(self) -> bool:
         return self.exhausted_reason is not None
