@@ -23,6 +23,7 @@ from pythia.propose import (
     retrieve,
     section_of,
 )
+from pythia.proposecall import BatchAnswer
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 CONFIG = parse_config(
@@ -164,7 +165,7 @@ def test_after_two_reflections_the_proposal_fails() -> None:
     assert len(llm.requests) == 3
 
 
-def answered(llm: ScriptedLLM, text: str) -> object:
+def answered(llm: ScriptedLLM, text: str, numbered: tuple[str, ...] = ()) -> object:
     """`propose_for` fed a batch job's answer (backfill.py) instead of a first call."""
     return propose_for(
         [(THREAD, VERDICT)],
@@ -173,7 +174,7 @@ def answered(llm: ScriptedLLM, text: str) -> object:
         llm=llm,
         read=FILES.get,
         policy=POLICY,
-        answer=Generation(text=text, usage=Usage(input_tokens=10)),
+        answer=BatchAnswer(Generation(text=text, usage=Usage(input_tokens=10)), numbered),
     )
 
 
@@ -183,6 +184,14 @@ def test_a_batch_answer_is_validated_like_a_call_and_costs_no_call() -> None:
     assert isinstance(proposal, Proposal)
     assert "+Since 3.0 the cache lives in `~/.cache/kestrel`." in proposal.diff
     assert llm.requests == []
+
+
+def test_a_batch_answer_cites_the_messages_its_own_prompt_numbered() -> None:
+    # The batch prompt showed two context rows first; today's shows none (the watermark moved).
+    numbered = ("", "", "tg:20", "tg:21")
+    proposal = answered(ScriptedLLM(), reply(evidence=[4, 1]), numbered)
+    assert isinstance(proposal, Proposal)
+    assert [e.message_id for e in proposal.evidence] == [21]  # number 1 was a context row
 
 
 @pytest.mark.parametrize(

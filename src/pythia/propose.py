@@ -29,8 +29,8 @@ from .models import (
     Verdict,
     strongest,
 )
-from .ports import LLM, GenerateRequest, Generation, one_line
-from .proposecall import ProposePrompt, ProposeReply, propose_prompt
+from .ports import LLM, GenerateRequest, one_line
+from .proposecall import BatchAnswer, ProposePrompt, ProposeReply, message_key, propose_prompt
 from .safety import clip, sanitize_for_publishing
 from .structured import generate_model, parse_reply
 
@@ -152,7 +152,7 @@ def propose_for(
     repo_root: Path | None = None,
     demand: Demand | None = None,
     checks: EditChecks | None = None,
-    answer: Generation | None = None,
+    answer: BatchAnswer | None = None,
 ) -> Proposal | NoChange | Refused:
     """One proposal from the conversations about one docs section (oldest first): ask for
     edits, apply them to a scratch copy, and feed failures back at most twice. With `checks`,
@@ -160,17 +160,19 @@ def propose_for(
     must stay sound (`checks.EditChecks`).
 
     With `answer` (a batch job's reply to `propose_prompt(...).request()`, backfill.py) that
-    reply is validated exactly as the model's would be; one that would need the model again
-    (it does not parse, its edits no longer apply, the checks' findings would go back) is
-    dropped with one log line, and the conversations are proposed the normal way."""
+    reply, its evidence renumbered to this prompt, is validated exactly as the model's would
+    be; one that would need the model again (it does not parse, its edits no longer apply, the
+    checks' findings would go back) is dropped with one log line, and the conversations are
+    proposed the normal way."""
     prompt = propose_prompt(conversations, hits=hits, config=config, read=read,
                             repo_root=repo_root)  # fmt: skip
     if prompt is None:
         return NoChange("no documentation file matched the conversation")
     if answer is not None:
         try:
+            first = _batch_reply(answer, prompt.by_index)
             return _made(prompt, conversations, llm=llm, read=read, policy=policy,
-                         demand=demand, checks=checks, answer=answer)  # fmt: skip
+                         demand=demand, checks=checks, first=first)  # fmt: skip
         except AnswerUnusable as why:
             log.info("the batch answer for %s was not used (%s); proposing it the normal way",
                      conversations[0][0].key, one_line(str(why), limit=160))  # fmt: skip
@@ -187,7 +189,7 @@ def _made(
     policy: PathPolicy,
     demand: Demand | None,
     checks: EditChecks | None,
-    answer: Generation | None = None,
+    first: ProposeReply | None = None,
 ) -> Proposal | NoChange | Refused:
     """`propose_for` past its prompt: the edit loop with the checks, then the proposal."""
     config, by_index = prompt.config, prompt.by_index
@@ -210,7 +212,7 @@ def _made(
             attempts=attempts,
             read=read,
             review=review if checks is not None else None,
-            answer=answer,
+            first=first,
         )
     except ProposalFailed as failed:
         raise ProposalFailed(f"edits did not apply after {attempts} attempts: {failed}") from None
@@ -283,7 +285,7 @@ def edit_loop(
     attempts: int,
     read: Callable[[str], str | None] | None = None,
     review: Callable[[Edited], Review] | None = None,
-    answer: Generation | None = None,
+    first: ProposeReply | None = None,
 ) -> Edited | NoChange | Refused:
     """Ask for edits and apply them to `texts`; a failure goes back to the model as feedback.
 
@@ -291,16 +293,16 @@ def edit_loop(
     not show still counts as existing, so an empty search cannot "create" it over the real one.
     With `review`, edits that apply are checked too: what it finds goes back to the model once,
     and what it still refuses after that is the answer. Raises ProposalFailed with the last
-    feedback when no attempt applied. With `answer` the first reply is that one, already
-    paid for; where a second call would follow, AnswerUnusable is raised instead.
+    feedback when no attempt applied. With `first` the first reply is that one (a batch
+    job's, already paid for); where a second call would follow, AnswerUnusable is raised.
     """
     feedback = ""
     reviewed = False
     for attempt in range(1, attempts + 1):
-        if answer is None:
+        if first is None:
             reply, _ = generate_model(llm, request(feedback), ProposeReply)
         elif attempt == 1:
-            reply = _parsed(answer)
+            reply = first
         else:
             raise AnswerUnusable(feedback)
         if not reply.change or not reply.edits:
@@ -329,14 +331,20 @@ def edit_loop(
         if found.refusal:
             return Refused(found.refusal, found.kind)
         return edited
-    raise AnswerUnusable(feedback) if answer is not None else ProposalFailed(feedback)
+    raise AnswerUnusable(feedback) if first is not None else ProposalFailed(feedback)
 
 
-def _parsed(answer: Generation) -> ProposeReply:
+def _batch_reply(answer: BatchAnswer, by_index: Mapping[int, Message]) -> ProposeReply:
+    """The batch answer parsed, the messages it cites renumbered as this prompt numbers them
+    (a message this prompt does not show is no longer cited)."""
     try:
-        return parse_reply(answer.text, ProposeReply)
+        reply = parse_reply(answer.generation.text, ProposeReply)
     except ValidationError as error:
         raise AnswerUnusable(f"it did not match the schema: {error.errors()[0]['msg']}") from None
+    now = {message_key(message): number for number, message in by_index.items()}
+    then = dict(enumerate(answer.numbered, 1))
+    cited = [now[then[n]] for n in reply.evidence if then.get(n, "") in now]
+    return reply.model_copy(update={"evidence": cited})
 
 
 def _proposal(

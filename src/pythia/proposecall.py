@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from . import prompts
 from .config import Config
 from .models import Hit, Message, Thread, Verdict
-from .ports import GenerateRequest
+from .ports import GenerateRequest, Generation
 from .structured import request_for
 from .usage import estimate_tokens
 
@@ -73,6 +73,12 @@ class ProposePrompt:
     talks: tuple[dict[str, Any], ...]
     by_index: Mapping[int, Message]
     repo_root: Path | None = None
+
+    def numbered(self) -> tuple[str, ...]:
+        """Which message each number of the prompt stands for ('' for a context row)."""
+        last = max(self.by_index, default=0)
+        return tuple(message_key(self.by_index[n]) if n in self.by_index else ""
+                     for n in range(1, last + 1))  # fmt: skip
 
     def request(self, feedback: str = "") -> GenerateRequest:
         return request_for(
@@ -145,3 +151,17 @@ def _as_prompt_data(verdict: Verdict) -> Verdict:
         summary=prompts.as_data(" ".join(verdict.summary.split())),
         reason=prompts.as_data(" ".join(verdict.reason.split())),
     )
+
+
+def message_key(message: Message) -> str:
+    return f"{message.stream}:{message.id}"
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    """A batch job's answer to a propose prompt, and the message each number of that prompt
+    stood for (`ProposePrompt.numbered`): the prompt rebuilt to check it may number them
+    differently, as context messages come and go with the watermark."""
+
+    generation: Generation
+    numbered: tuple[str, ...] = ()
