@@ -8,6 +8,7 @@ how to record the real API instead.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -220,6 +221,8 @@ def test_a_backfill_proposes_through_the_batch_api_too(
     assert members == sorted(job["digests"]) == waiting_keys(sent)
     # Ids and hashes only: neither the chat nor the docs text the prompts quoted.
     assert not [word for word in CHAT_AND_DOCS if word in state_text(runner).lower()]
+    numbered = [key for keys in job["numbered"].values() for key in keys]
+    assert numbered and all(re.fullmatch(r"(kestrel-users:\d+)?", key) for key in numbered)
     # Their messages are not done, so the collecting run reads the threads again.
     first = min(int(key.rsplit(":", 1)[1]) for key in members)
     assert (saved["watermark"] or 0) < first
