@@ -355,3 +355,17 @@ def test_a_proposal_job_that_cannot_be_created_leaves_them_to_the_normal_path(
     assert llm.calls("propose") == 4 and len(report.proposals_opened) == 3
     assert waiting_keys(report) == []
     assert runner.store.load_stream("kestrel-users").pending_batches == []
+
+
+def test_a_proposal_job_older_than_the_api_keeps_it_is_given_up(runner: Harness) -> None:
+    api, llm = Local(), FunctionLLM(answer)
+    backfill = Backfill(api, config=runner.config, meter=UsageMeter(), always=True)
+    runner.run(llm=llm, publisher=MemoryPublisher(), backfill=backfill)
+    runner.run(llm=llm, publisher=MemoryPublisher(), backfill=backfill)
+    api.finished = False
+    report = runner.run(
+        llm=llm, publisher=MemoryPublisher(), backfill=backfill, now=NOW + timedelta(days=4)
+    )
+
+    assert llm.calls("propose") == 4 and len(report.proposals_opened) == 3
+    assert runner.store.load_stream("kestrel-users").pending_batches == []

@@ -235,7 +235,8 @@ class Backfill:
         """What the pipeline calls before classifying `pending`: collect finished jobs, leave
         out the threads that wait for running ones, and send a batch job when the rest are
         many (or `--backfill` asked). Returns what was collected and what is left to classify
-        now."""
+        now. The run is a backfill, whose new groups' proposals go to a batch job as well,
+        with `--backfill` or when the threads to classify, those collected included, are many."""
         collected = self.collect(threads, now=now, should_stop=should_stop)
         collected.backfilling = self.always or self.wanted(len(pending))
         left = [
