@@ -127,3 +127,24 @@ def test_the_cache_holds_chat_derived_text_so_it_is_on_only_when_asked(tmp_path:
     assert asked.cache_path == tmp_path / "r.sqlite"
     assert Options(command="run", cache_env=tmp_path / "r.sqlite", no_cache=True).cache_path is None
     assert Options(command="run", cache=Path("c.sqlite")).cache_path == Path("c.sqlite")
+
+
+def test_without_a_key_the_messages_name_the_openai_key(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    config_path = repo / ".github/pythia.yml"
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    config["models"].pop("base_url")  # the hosted API: it needs OPENAI_API_KEY
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+    assert main(["index", "--repo", str(repo), "--json"]) == 0
+    indexed = capsys.readouterr().err
+    assert main(["search", "remote cache token", "--repo", str(repo), "--json"]) == 0
+    searched = capsys.readouterr().err
+
+    why = "no OPENAI_API_KEY (nor models.base_url for a local server)"
+    assert f"{why}: indexing for keyword (BM25) search only" in indexed.splitlines()
+    assert searched.splitlines() == [f"{why}: searching with BM25 only"]
+    assert "GEMINI" not in indexed + searched

@@ -12,8 +12,18 @@ import pytest
 from doubles import ScriptedLLM
 from pythia.config import parse_config
 from pythia.edits import PathPolicy
-from pythia.models import Hit, Message, Thread, Verdict
-from pythia.propose import NoChange, ProposalFailed, fingerprint, propose, retrieve, section_of
+from pythia.models import Hit, Message, Proposal, Thread, Usage, Verdict
+from pythia.ports import Generation
+from pythia.propose import (
+    NoChange,
+    ProposalFailed,
+    fingerprint,
+    propose,
+    propose_for,
+    retrieve,
+    section_of,
+)
+from pythia.proposecall import BatchAnswer
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 CONFIG = parse_config(
@@ -153,6 +163,57 @@ def test_after_two_reflections_the_proposal_fails() -> None:
     with pytest.raises(ProposalFailed, match="after 3 attempts"):
         run(llm)
     assert len(llm.requests) == 3
+
+
+def answered(llm: ScriptedLLM, text: str, numbered: tuple[str, ...] = ()) -> object:
+    """`propose_for` fed a batch job's answer (backfill.py) instead of a first call."""
+    return propose_for(
+        [(THREAD, VERDICT)],
+        hits=retrieve(VERDICT, search=search, k=3),
+        config=CONFIG,
+        llm=llm,
+        read=FILES.get,
+        policy=POLICY,
+        answer=BatchAnswer(Generation(text=text, usage=Usage(input_tokens=10)), numbered),
+    )
+
+
+def test_a_batch_answer_is_validated_like_a_call_and_costs_no_call() -> None:
+    llm = ScriptedLLM()
+    proposal = answered(llm, reply())
+    assert isinstance(proposal, Proposal)
+    assert "+Since 3.0 the cache lives in `~/.cache/kestrel`." in proposal.diff
+    assert llm.requests == []
+
+
+def test_a_batch_answer_cites_the_messages_its_own_prompt_numbered() -> None:
+    # The batch prompt showed two context rows first; today's shows none (the watermark moved).
+    numbered = ("", "", "tg:20", "tg:21")
+    proposal = answered(ScriptedLLM(), reply(evidence=[4, 1]), numbered)
+    assert isinstance(proposal, Proposal)
+    assert [e.message_id for e in proposal.evidence] == [21]  # number 1 was a context row
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",  # it does not parse
+        reply(edits=[{"path": "docs/cache.md", "search": "gone", "replace": "x"}]),  # docs moved
+    ],
+)
+def test_a_batch_answer_that_needs_the_model_again_falls_back_to_a_fresh_call(
+    text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    llm = ScriptedLLM().enqueue(reply())
+    caplog.set_level("INFO", logger="pythia.propose")
+    proposal = answered(llm, text)
+    assert not isinstance(proposal, NoChange)
+    # One call, with the first prompt: no feedback about an answer the model never saw.
+    [request] = llm.requests
+    assert "previous" not in request.prompt
+    [line] = [r.message for r in caplog.records if "batch answer" in r.message]
+    assert line.startswith("the batch answer for tg:20 was not used (")
+    assert line.endswith("); proposing it the normal way")
 
 
 def test_no_change_is_reported_with_its_reason() -> None:

@@ -1,10 +1,16 @@
-"""Backfills through the Gemini Batch API: a large pile of waiting threads is classified by
-one batch job at the batch price instead of synchronous calls. The stream state records the
-job's name and its thread ids (never chat text); a later run collects the answers within its
-time budget, and a job that failed or expired sends its threads down the normal path.
+"""Backfills through the Gemini Batch API: a large pile of waiting threads is classified, and
+the new groups of doc-worthy ones are proposed, by batch jobs at the batch price instead of
+synchronous calls. The stream state records each job's name, stage and thread ids with their
+digests (never chat text, never docs text); a later run collects the answers within its time
+budget, and a job that failed or expired sends its threads down the normal path.
 
-Only classification goes through batch jobs so far; proposals for the threads a batch judged
-worth documenting are written synchronously by the run that collects it.
+A run is a backfill run with `pythia run --backfill`, or when more than
+`limits.backfill_threads` threads wait to be classified. Its classification goes to one job;
+the proposals of groups that would cost a call go to another, sent after the run's proposals,
+each request under its group's thread keys. The run that collects a proposal job re-reads those
+threads from the source (the watermark did not pass them), rebuilds their group, and hands the
+answer to `propose.propose_for`, which validates it as it would a call's; a changed thread, an
+answer that does not parse, or one that would need the model again is proposed the normal way.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from .classify import Classification, ClassifyReply, classify_request, plan, rea
 from .config import Config
 from .models import Message, Thread, Verdict
 from .ports import GenerateRequest, Generation, one_line
+from .proposecall import BatchAnswer, ProposePrompt
 from .state import PendingBatch, StreamState
 from .structured import parse_reply
 from .usage import UsageMeter
@@ -63,10 +70,25 @@ class Collected:
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     waiting: set[str] = field(default_factory=set)
     fell_back: list[str] = field(default_factory=list)  # job names sent to the normal path
+    # Proposal answers by their group's thread keys (sorted), each thread unchanged since.
+    answers: dict[tuple[str, ...], BatchAnswer] = field(default_factory=dict)
+    redo: set[str] = field(default_factory=set)  # threads of proposal jobs finished this run
+    backfilling: bool = False  # this run sends new groups' proposals to a batch job
+
+    def answer_for(self, thread_keys: Sequence[str]) -> BatchAnswer | None:
+        """The collected answer for a group of exactly these threads (taken once)."""
+        return self.answers.pop(tuple(sorted(thread_keys)), None)
+
+    def defers(self, thread_keys: Sequence[str]) -> bool:
+        """Whether a new group's proposal goes to a batch job: in a backfill run, unless one of
+        its threads came back from a proposal job this run (those go the normal way, so no
+        conversation waits for a second job)."""
+        return self.backfilling and not self.redo & set(thread_keys)
 
 
 class Backfill:
-    """The pipeline's hook for batch jobs: `collect` first, then `submit` what waits."""
+    """The pipeline's hook for batch jobs: `collect` first, then `submit` what waits to be
+    classified; after the run's proposals, `submit_proposals` sends a backfill's new groups."""
 
     def __init__(
         self,
@@ -96,9 +118,9 @@ class Backfill:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> Collected:
         """Look up every recorded job (once each, while the run has time): a finished one
-        becomes verdicts for its threads that have not changed since, and is forgotten; a
-        failed, expired or too old one is forgotten, so its threads are classified as usual;
-        a running one keeps its threads waiting."""
+        becomes verdicts, or proposal answers, for its threads that have not changed since,
+        and is forgotten; a failed, expired or too old one is forgotten, so its threads are
+        classified or proposed as usual; a running one keeps its threads waiting."""
         collected = Collected()
         jobs: dict[str, PendingBatch] = {}
         for state in {id(s): s for s, _ in threads.values()}.values():
@@ -119,11 +141,14 @@ class Backfill:
                 collected.waiting |= set(job.digests)
                 continue
             if result.state == "succeeded":
-                self._read(job, result, threads, into=collected)
+                read = self._read_proposals if job.stage == "propose" else self._read
+                read(job, result, threads, into=collected)
             else:
                 why = result.detail or ("too old" if result.state == "pending" else "failed")
                 log.warning("batch job %s %s; its threads go the normal way", name, why)
                 collected.fell_back.append(name)
+            if job.stage == "propose":
+                collected.redo |= set(job.digests)
             for state in states:
                 kept = [j for j in state.pending_batches if j.name != name]
                 if len(kept) != len(state.pending_batches):
@@ -167,6 +192,38 @@ class Backfill:
                 if not thread_key.startswith(_ABSENT):
                     into.verdicts[thread_key] = verdict
 
+    def _read_proposals(
+        self,
+        job: PendingBatch,
+        result: JobResult,
+        threads: Mapping[str, tuple[StreamState, Thread]],
+        *,
+        into: Collected,
+    ) -> None:
+        """Each answer under its group's thread keys, when every thread is here as it was sent;
+        the pipeline validates it when it meets that group (`propose.propose_for`)."""
+        for key, thread_keys in job.requests.items():
+            answer = result.answers.get(key)
+            if not isinstance(answer, Generation):
+                log.warning("batch job %s: request %s has no answer (%s); its conversations "
+                            "are proposed the normal way", job.name, key, answer)  # fmt: skip
+                continue
+            self.meter.record(
+                job.stage, job.model, answer.usage, price_factor=BATCH_PRICE_FACTOR
+            )
+            changed = [
+                thread_key
+                for thread_key in thread_keys
+                if (entry := threads.get(thread_key)) is None
+                or entry[1].digest != job.digests.get(thread_key)
+            ]
+            if changed:
+                log.info("batch job %s: %s changed since it was sent; its group is proposed "
+                         "the normal way", job.name, ", ".join(changed))  # fmt: skip
+                continue
+            numbered = tuple(job.numbered.get(key, ()))
+            into.answers[tuple(sorted(thread_keys))] = BatchAnswer(answer, numbered)
+
     def hook(
         self,
         threads: Mapping[str, tuple[StreamState, Thread]],
@@ -178,8 +235,10 @@ class Backfill:
         """What the pipeline calls before classifying `pending`: collect finished jobs, leave
         out the threads that wait for running ones, and send a batch job when the rest are
         many (or `--backfill` asked). Returns what was collected and what is left to classify
-        now."""
+        now. The run is a backfill, whose new groups' proposals go to a batch job as well,
+        with `--backfill` or when the threads to classify, those collected included, are many."""
         collected = self.collect(threads, now=now, should_stop=should_stop)
+        collected.backfilling = self.always or self.wanted(len(pending))
         left = [
             thread
             for thread in pending
@@ -207,28 +266,67 @@ class Backfill:
             key = f"classify-{number}"
             requests[key] = classify_request(batch, config=self.config, repo_root=self.repo_root)
             members[key] = [laid_out.original[thread.key] for thread in batch]
+        return self._send("classify", self.config.models.classify, requests, members,
+                          threads, now=now)  # fmt: skip
+
+    def submit_proposals(
+        self,
+        groups: Sequence[tuple[ProposePrompt, Sequence[tuple[StreamState, Thread]]]],
+        *,
+        now: datetime,
+    ) -> set[str]:
+        """Send each group's first propose request as one batch job, under its threads' keys
+        and with its prompt's numbering of their messages; returns the keys of the threads
+        now waiting for it (none if sending failed)."""
+        requests: dict[str, GenerateRequest] = {}
+        members: dict[str, list[str]] = {}
+        numbered: dict[str, list[str]] = {}
+        for number, (prompt, group) in enumerate(groups, 1):
+            requests[f"propose-{number}"] = prompt.request()
+            members[f"propose-{number}"] = [thread.key for _, thread in group]
+            numbered[f"propose-{number}"] = list(prompt.numbered())
+        threads = [member for _, group in groups for member in group]
+        return self._send("propose", self.config.models.propose, requests, members, threads,
+                          now=now, numbered=numbered)  # fmt: skip
+
+    def _send(
+        self,
+        stage: str,
+        model: str,
+        requests: Mapping[str, GenerateRequest],
+        members: Mapping[str, list[str]],
+        threads: Sequence[tuple[StreamState, Thread]],
+        *,
+        now: datetime,
+        numbered: Mapping[str, list[str]] | None = None,
+    ) -> set[str]:
+        """Create the job and record it in the state of every stream it holds threads of."""
         if not requests:
             return set()
-        model = self.config.models.classify
         try:
-            name = self.client.submit(requests, model=model, label=f"pythia {now:%Y-%m-%d %H:%M}")
+            name = self.client.submit(
+                requests, model=model, label=f"pythia {stage} {now:%Y-%m-%d %H:%M}"
+            )
         except Exception as error:  # the threads take the normal path this run
-            log.warning("the backfill batch job could not be created: %s", one_line(error))
+            log.warning("the backfill %s batch job could not be created: %s", stage,
+                        one_line(error))  # fmt: skip
             return set()
         by_key = {thread.key: (state, thread) for state, thread in threads}
         sent = {key for keys in members.values() for key in keys}
         job = PendingBatch(
             name=name,
+            stage=stage,
             model=model,
             submitted_at=now,
-            requests=members,
+            requests=dict(members),
             digests={key: by_key[key][1].digest for key in sorted(sent)},
+            numbered=dict(numbered or {}),
         )
         for state in {id(s): s for s, _ in threads}.values():
             if any(by_key[key][0] is state for key in sent):
                 state.pending_batches = [*state.pending_batches, job]
-        log.info("sent %d conversations in %d requests as batch job %s", len(sent),
-                 len(requests), name)  # fmt: skip
+        log.info("sent %d conversations in %d %s requests as batch job %s", len(sent),
+                 len(requests), stage, name)  # fmt: skip
         return sent
 
 

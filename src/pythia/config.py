@@ -230,8 +230,9 @@ class Limits(Strict):
     backfill_threads: int = Field(
         200,
         ge=1,
-        description="More threads waiting than this go to the Gemini Batch API (half price, "
-        "answered by a later run); `pythia run --backfill` does it at any size.",
+        description="More threads waiting than this make a backfill: their classification, "
+        "then their proposals, go to the Gemini Batch API (half price, answered by a later "
+        "run); `pythia run --backfill` does it at any size.",
     )
     time_budget_minutes: float = Field(
         25, gt=0, description="Stop starting new work after this long (keep under the job timeout)."

@@ -1,5 +1,6 @@
-"""The Gemini Batch API as a `backfill.BatchClient`: classification requests inlined into one
-job (POST models/{model}:batchGenerateContent) and its answers read back (GET batches/{name})."""
+"""The Gemini Batch API as a `backfill.BatchClient`: a backfill's classify or propose requests
+inlined into one job (POST models/{model}:batchGenerateContent) and its answers read back
+(GET batches/{name})."""
 
 from __future__ import annotations
 
@@ -70,5 +71,5 @@ def _batch_config(config: Any) -> Any:
 
 # What reply_text names in its messages; a batch answer's own request is not kept.
 _ANY_REQUEST = GenerateRequest(
-    stage="classify (batch)", model="", system="", prompt="", schema=ClassifyReply
+    stage="batch job", model="", system="", prompt="", schema=ClassifyReply
 )

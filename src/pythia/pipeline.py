@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .backfill import Backfill
+from .backfill import Backfill, Collected
 from .checks import SAFETY, EditChecks
 from .classify import Classification, classify
 from .config import Config
@@ -41,12 +41,12 @@ from .models import (
     Thread,
     Verdict,
 )
+from .outcomes import note, publish_failed, publish_parked, refuse, skip
 from .ports import (
     LLM,
     ChatSource,
     LLMUnavailable,
     MalformedReply,
-    Published,
     Publisher,
     PublishError,
     PublisherUnavailable,
@@ -62,7 +62,8 @@ from .propose import (
     retrieve,
     search_queries,
 )
-from .safety import check_proposal, defang_proposal, sanitize_for_publishing
+from .proposecall import ProposePrompt, propose_prompt
+from .safety import check_proposal, defang_proposal
 from .state import (
     TERMINAL,
     Judged,
@@ -74,6 +75,7 @@ from .usage import BudgetExhausted, UsageMeter
 
 log = logging.getLogger(__name__)
 
+WAITING = "waiting for its batch job; a later run collects it"
 
 
 @dataclass
@@ -133,16 +135,16 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
 
     known = known_verdicts(by_key)
     pending = [thread for key, (_, thread) in by_key.items() if key not in known]
-    batched: dict[str, Verdict] = {}
+    collected = Collected()
     if deps.backfill is not None:
         with _stage(report, "backfill", deps.clock):
             states = {key: (stream.state, thread) for key, (stream, thread) in by_key.items()}
             collected, pending = deps.backfill.hook(
                 states, pending, now=now, should_stop=should_stop
             )
-        batched = collected.verdicts
         for key in sorted(collected.waiting & set(by_key)):
-            _skip(report, key, "waiting for its batch job; a later run collects it")
+            skip(report, key, WAITING)
+    batched = collected.verdicts
     classification: Classification | None
     with _stage(report, "classify", deps.clock):
         try:
@@ -181,9 +183,13 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
                         confidence=verdict.confidence,
                     ),
                 }
-        verdicts = {**known, **classification.verdicts}
+        verdicts = {
+            key: verdict
+            for key, verdict in {**known, **classification.verdicts}.items()
+            if key not in collected.waiting  # a proposal job has them
+        }
 
-        _publish_parked(deps, report)
+        publish_parked(deps.ledger, deps.publisher, report)
         valuable = sorted(
             (v for v in verdicts.values() if v.doc_value),
             key=lambda verdict: _chat_order(by_key[verdict.thread_key][1]),
@@ -193,40 +199,21 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
             asked = _retrieve(valuable, by_key, config, deps, report)
             remember_hits(asked, by_key)
         with _stage(report, "propose", deps.clock):
+            groups = group_by_section(asked, ledger=deps.ledger)
+            deferred: list[tuple[Group, ProposePrompt]] = []
             made: dict[str, LedgerEntry] = {}  # sections this run's proposals stand for
-            for group in _groups(asked, deps.ledger, made):
-                if report.fatal or should_stop():
-                    break
-                members = [by_key[item.thread.key] for item in group.asked]
-                try:
-                    proposal = _propose_group(group, config, deps, report)
-                    if proposal is not None:
-                        made.update(made_entry(proposal, group, deps.ledger))
-                except PublishingBlocked as error:
-                    # A setting to fix, not the threads' fault: the proposal is parked.
-                    for member in members:
-                        record(member, "proposal parked: publishing is blocked")
-                    report.fatal = one_line(error)
-                    log.info("publishing blocked: %s", report.fatal)
-                    break
-                except (BudgetExhausted, LLMUnavailable, PublisherUnavailable) as error:
-                    # An outage is not the threads' fault: no failure counted, tried next run.
-                    if isinstance(error, PublisherUnavailable):
-                        _publish_failed(report, group.threads[0].key, error)
-                    report.stopped_early = one_line(error)
-                    log.info("proposals stopped: %s", report.stopped_early)
-                    break
-                except PublishError as error:
-                    _publish_failed(report, group.threads[0].key, error)
-                    for member in members:
-                        fail(member, str(error), config, report)
-                    continue
-                except (ProposalFailed, MalformedReply) as error:
-                    for member in members:
-                        fail(member, str(error), config, report)
-                    continue
-                for member in members:
-                    record(member, "proposal handled")
+            _propose_groups(
+                groups, config, deps, report, by_key=by_key, should_stop=should_stop,
+                batch=collected, deferred=deferred, made=made,
+            )  # fmt: skip
+            unsent = _send_deferred(deferred, deps, report, by_key=by_key, now=now)
+            _propose_groups(
+                unsent, config, deps, report, by_key=by_key, should_stop=should_stop,
+                batch=Collected(), made=made,
+            )  # fmt: skip
+        for keys in collected.answers:  # a standing proposal took them, or the run stopped
+            log.info("the batch answer for %s went unused; those conversations take the "
+                     "normal path", ", ".join(keys))  # fmt: skip
 
     with _stage(report, "save", deps.clock):
         for stream in streams:
@@ -235,6 +222,82 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
                 deps.store.save_stream(stream.state)
     report.usage = deps.meter.totals()
     return report
+
+
+def _propose_groups(
+    groups: Sequence[Group],
+    config: Config,
+    deps: Deps,
+    report: RunReport,
+    *,
+    by_key: dict[str, tuple[Ingested, Thread]],
+    should_stop: Callable[[], bool],
+    batch: Collected,
+    made: dict[str, LedgerEntry],
+    deferred: list[tuple[Group, ProposePrompt]] | None = None,
+) -> None:
+    """Each group's proposal, in order, until the run must stop; every member's outcome is
+    recorded, except of a group deferred to a batch job (its threads wait for it). A group
+    is first split by the proposals made before it (`made`, filled as they are made)."""
+    for group in (part for whole in groups for part in join_made(whole, made)):
+        if report.fatal or should_stop():
+            return
+        members = [by_key[item.thread.key] for item in group.asked]
+        try:
+            proposal = _propose_group(group, config, deps, report, batch=batch, deferred=deferred)
+            if proposal is not None:
+                made.update(made_entry(proposal, group, deps.ledger))
+        except PublishingBlocked as error:
+            # A setting to fix, not the threads' fault: the proposal is parked.
+            for member in members:
+                record(member, "proposal parked: publishing is blocked")
+            report.fatal = one_line(error)
+            log.info("publishing blocked: %s", report.fatal)
+            return
+        except (BudgetExhausted, LLMUnavailable, PublisherUnavailable) as error:
+            # An outage is not the threads' fault: no failure counted, tried next run.
+            if isinstance(error, PublisherUnavailable):
+                publish_failed(report, group.threads[0].key, error)
+            report.stopped_early = one_line(error)
+            log.info("proposals stopped: %s", report.stopped_early)
+            return
+        except PublishError as error:
+            publish_failed(report, group.threads[0].key, error)
+            for member in members:
+                fail(member, str(error), config, report)
+            continue
+        except (ProposalFailed, MalformedReply) as error:
+            for member in members:
+                fail(member, str(error), config, report)
+            continue
+        if deferred and deferred[-1][0] is group:
+            continue  # waits for its batch job
+        for member in members:
+            record(member, "proposal handled")
+
+
+def _send_deferred(
+    deferred: Sequence[tuple[Group, ProposePrompt]],
+    deps: Deps,
+    report: RunReport,
+    *,
+    by_key: dict[str, tuple[Ingested, Thread]],
+    now: datetime,
+) -> list[Group]:
+    """The deferred groups' requests as one batch job; returns the groups it could not take
+    (the job could not be created), which are proposed the normal way in this run."""
+    if not deferred or deps.backfill is None:
+        return [group for group, _ in deferred]
+    sent = deps.backfill.submit_proposals(
+        [
+            (prompt, [(by_key[thread.key][0].state, thread) for thread in group.threads])
+            for group, prompt in deferred
+        ],
+        now=now,
+    )
+    for key in sorted(sent):
+        skip(report, key, WAITING)
+    return [group for group, _ in deferred if group.threads[0].key not in sent]
 
 
 def _answered_only(
@@ -252,7 +315,7 @@ def _answered_only(
     for verdict in valuable:
         entry = by_key[verdict.thread_key]
         if entry[1].answered is None:
-            _skip(report, verdict.thread_key, "not answered yet (publish.require_answer)")
+            skip(report, verdict.thread_key, "not answered yet (publish.require_answer)")
             record(entry, "not answered")
         else:
             kept.append(verdict)
@@ -294,31 +357,30 @@ def _retrieve(
     ]
 
 
-def _groups(
-    asked: Sequence[Asked], ledger: Ledger, made: Mapping[str, LedgerEntry]
-) -> Iterator[Group]:
-    """The run's groups in chat order, each split by the proposals made before it (`made`,
-    which the caller fills as it goes)."""
-    for group in group_by_section(asked, ledger=ledger):
-        yield from join_made(group, made)
-
-
 def _propose_group(
-    group: Group, config: Config, deps: Deps, report: RunReport
+    group: Group,
+    config: Config,
+    deps: Deps,
+    report: RunReport,
+    *,
+    batch: Collected,
+    deferred: list[tuple[Group, ProposePrompt]] | None = None,
 ) -> Proposal | None:
     """A group meets the proposal standing for its section (evidence, demand, or a decision
-    already made), waits for more demand, or becomes one new proposal (returned once it went
-    to the publisher)."""
+    already made), waits for more demand, or becomes one new proposal: from the answer a
+    batch job gave for exactly its threads, else by a call, or, in a backfill run, by a
+    request appended to `deferred` for the run's proposal job. Returns the new proposal once
+    it went to the publisher."""
     entry = group.entry
     keys = [thread.key for thread in group.threads]
     if entry is not None and entry.status in TERMINAL:
         for key in keys:
-            _skip(report, key, f"maintainers already {entry.status} a proposal for this section")
+            skip(report, key, f"maintainers already {entry.status} a proposal for this section")
         return None
     if entry is not None and entry.status == "open":
         if set(keys) <= set(entry.thread_keys):
             for key in keys:
-                _skip(report, key, "already in the PR")
+                skip(report, key, "already in the PR")
             return None
         evidence = evidence_for(
             group,
@@ -328,13 +390,13 @@ def _propose_group(
             allowed_domains=config.docs.allowed_link_domains,
         )
         report.publish_attempts += 1
-        _note(report, evidence, deps.publisher.publish(evidence))
+        note(report, evidence, deps.publisher.publish(evidence))
         remember(deps.ledger, entry.fingerprint, group)
         return None
     if entry is not None and entry.status == "waiting" and entry.parked is not None:
         remember(deps.ledger, entry.fingerprint, group)
         for key in keys:
-            _skip(report, key, "its proposal waits for room under the PR limits; demand recorded")
+            skip(report, key, "its proposal waits for room under the PR limits; demand recorded")
         return None
     demand = group.demand.merged(entry.demand() if entry is not None else None)
     waiting = below_threshold(
@@ -345,11 +407,21 @@ def _propose_group(
     if waiting:
         remember(deps.ledger, group.key, group, reason=waiting)
         for key in keys:
-            _skip(report, key, f"waiting for more demand: {waiting}")
+            skip(report, key, f"waiting for more demand: {waiting}")
         return None
+    conversations = [(item.thread, item.verdict) for item in group.asked]
+    hits = group.hits(config.limits.search_k)
+    answer = batch.answer_for(keys)
+    if answer is None and deferred is not None and batch.defers(keys):
+        prompt = propose_prompt(conversations, hits=hits, config=config, read=deps.read,
+                                repo_root=deps.repo_root)  # fmt: skip
+        if prompt is not None:  # without one, no call is made either
+            deferred.append((group, prompt))
+            return None
     outcome = propose_for(
-        [(item.thread, item.verdict) for item in group.asked],
-        hits=group.hits(config.limits.search_k),
+        conversations,
+        hits=hits,
+        answer=answer,
         config=config,
         llm=deps.llm,
         read=deps.read,
@@ -360,14 +432,14 @@ def _propose_group(
     )
     if isinstance(outcome, NoChange):
         for key in keys:
-            _skip(report, key, f"no change: {outcome.reason}")
+            skip(report, key, f"no change: {outcome.reason}")
         return None
     if isinstance(outcome, Refused):
-        _refuse(report, keys, outcome.kind, outcome.reason)
+        refuse(report, keys, outcome.kind, outcome.reason)
         return None
     if outcome.confidence < config.publish.min_confidence:
         for key in keys:
-            _skip(report, key, f"confidence {outcome.confidence:.2f} is too low")
+            skip(report, key, f"confidence {outcome.confidence:.2f} is too low")
         return None
     before = {path: deps.read(path) or "" for path, _ in outcome.files}
     problems = check_proposal(
@@ -379,72 +451,19 @@ def _propose_group(
         max_changed_chars=config.limits.max_changed_chars,
     )
     if problems:
-        _refuse(report, keys, SAFETY, "; ".join(problems))
+        refuse(report, keys, SAFETY, "; ".join(problems))
         return None
     outcome = defang_proposal(
         outcome, docs_domains=deps.docs_domains, allowed_domains=config.docs.allowed_link_domains
     )
     report.publish_attempts += 1
-    _note(report, outcome, deps.publisher.publish(outcome))
+    note(report, outcome, deps.publisher.publish(outcome))
     remember(deps.ledger, outcome.fingerprint, group, edited=outcome.paths)
     if entry is not None and entry.fingerprint != outcome.fingerprint and entry.parked is None:
         # The demand recorded while waiting now belongs to the proposal it became.
         moved = deps.ledger.proposals.pop(entry.fingerprint)
         remember(deps.ledger, outcome.fingerprint, group, earlier=moved, edited=outcome.paths)
     return outcome
-
-
-def _publish_parked(deps: Deps, report: RunReport) -> None:
-    """Proposals that waited under the PR limits go first: they were judged already."""
-    for proposal in deps.ledger.parked():
-        report.publish_attempts += 1
-        try:
-            published = deps.publisher.publish(proposal)
-        except PublishingBlocked as error:
-            report.fatal = one_line(error)
-            log.info("publishing blocked: %s", report.fatal)
-            return
-        except PublisherUnavailable as error:
-            _publish_failed(report, proposal.thread_key, error)
-            report.stopped_early = one_line(error)
-            return
-        except PublishError as error:
-            _publish_failed(report, proposal.thread_key, error)
-            report.failed.append((proposal.thread_key, sanitize_for_publishing(str(error))))
-            continue
-        _note(report, proposal, published)
-
-
-def _note(report: RunReport, proposal: Proposal, published: Published) -> None:
-    report.proposal_lines[published.url] = (
-        f"[{proposal.category}, confidence {proposal.confidence:.2f}] {proposal.title} "
-        f"({', '.join(proposal.paths)})"
-    )
-    if published.action == "opened":
-        report.proposals_opened.append(published.url)
-    elif published.action == "previewed":
-        report.proposals_previewed.append(published.url)
-    elif published.action == "updated":
-        report.proposals_updated.append(published.url)
-    else:
-        _skip(report, proposal.thread_key, published.reason or published.action)
-
-
-def _refuse(report: RunReport, keys: Sequence[str], kind: str, reason: str) -> None:
-    """A proposal the checks refused: its conversations are skipped with the reason, and the
-    run counts the refusal by kind, so maintainers see how often the model was caught."""
-    report.refused[kind] = report.refused.get(kind, 0) + 1
-    for key in keys:
-        _skip(report, key, f"refused ({kind}): {reason}")
-
-
-def _publish_failed(report: RunReport, thread_key: str, error: PublishError) -> None:
-    """Remember why a proposal did not get through, by cause, for the run's annotations."""
-    report.publish_failed.append((thread_key, sanitize_for_publishing(one_line(error.cause))))
-
-
-def _skip(report: RunReport, thread_key: str, reason: str) -> None:
-    report.skipped.append((thread_key, sanitize_for_publishing(reason)))
 
 
 @contextmanager

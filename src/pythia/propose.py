@@ -9,11 +9,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import ValidationError
 
-from . import prompts
 from .checks import EditChecks, Review
 from .config import Config
 from .edits import EditError, PathPolicy, apply_edits, unified_diff
@@ -31,33 +29,15 @@ from .models import (
     Verdict,
     strongest,
 )
-from .ports import LLM, GenerateRequest
+from .ports import LLM, GenerateRequest, one_line
+from .proposecall import BatchAnswer, ProposePrompt, ProposeReply, message_key, propose_prompt
 from .safety import clip, sanitize_for_publishing
-from .structured import generate_model, request_for
-from .usage import estimate_tokens
+from .structured import generate_model, parse_reply
 
 log = logging.getLogger(__name__)
 
 Searcher = Callable[[str, int], list[Hit]]
 QUOTE_CHARS = 280
-
-
-class EditBlock(BaseModel):
-    path: str
-    search: str
-    replace: str
-    reason: str = ""
-
-
-class ProposeReply(BaseModel):
-    change: bool = Field(description="false when the docs should not change")
-    reason: str = Field("", description="why not, when change is false")
-    title: str = ""
-    summary: str = ""
-    reasoning: str = ""
-    confidence: float = 0.0
-    evidence: list[int] = Field(default_factory=list, description="message indices relied on")
-    edits: list[EditBlock] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -80,10 +60,8 @@ class ProposalFailed(Exception):
     """No applicable proposal came out of the allowed attempts."""
 
 
-@dataclass(frozen=True)
-class DocFile:
-    path: str
-    text: str
+class AnswerUnusable(Exception):
+    """A batch job's answer that would need the model again to become a proposal."""
 
 
 def search_queries(verdict: Verdict) -> list[str]:
@@ -110,24 +88,6 @@ def fuse(rankings: Sequence[Sequence[Hit]], *, k: int) -> list[Hit]:
             first.setdefault(key, hit)
     ordered = sorted(scores, key=lambda key: scores[key], reverse=True)[:k]
     return [replace(first[key], score=scores[key]) for key in ordered]
-
-
-def pick_files(
-    hits: Sequence[Hit], *, read: Callable[[str], str | None], budget_tokens: int
-) -> list[DocFile]:
-    """Whole files of the best hits, best first, within the token budget (at least one)."""
-    files: list[DocFile] = []
-    used = 0
-    for path in dict.fromkeys(hit.path for hit in hits):
-        text = read(path)
-        if text is None:
-            continue
-        cost = estimate_tokens(text)
-        if files and used + cost > budget_tokens:
-            continue
-        files.append(DocFile(path, text))
-        used += cost
-    return files
 
 
 def fingerprint(path: str, section: str) -> str:
@@ -192,52 +152,67 @@ def propose_for(
     repo_root: Path | None = None,
     demand: Demand | None = None,
     checks: EditChecks | None = None,
+    answer: BatchAnswer | None = None,
 ) -> Proposal | NoChange | Refused:
     """One proposal from the conversations about one docs section (oldest first): ask for
     edits, apply them to a scratch copy, and feed failures back at most twice. With `checks`,
     every claim of the edits must rest on the messages they cite or on the docs, and the docs
-    must stay sound (`checks.EditChecks`)."""
-    files = pick_files(hits, read=read, budget_tokens=config.limits.propose_context_tokens)
-    if not files:
+    must stay sound (`checks.EditChecks`).
+
+    With `answer` (a batch job's reply to `propose_prompt(...).request()`, backfill.py) that
+    reply, its evidence renumbered to this prompt, is validated exactly as the model's would
+    be; one that would need the model again (it does not parse, its edits no longer apply, the
+    checks' findings would go back) is dropped with one log line, and the conversations are
+    proposed the normal way."""
+    prompt = propose_prompt(conversations, hits=hits, config=config, read=read,
+                            repo_root=repo_root)  # fmt: skip
+    if prompt is None:
         return NoChange("no documentation file matched the conversation")
-    shown = _shown(conversations, config.limits.propose_conversations)
-    talks, by_index = _talks(shown)
+    if answer is not None:
+        try:
+            first = _batch_reply(answer, prompt.by_index)
+            return _made(prompt, conversations, llm=llm, read=read, policy=policy,
+                         demand=demand, checks=checks, first=first)  # fmt: skip
+        except AnswerUnusable as why:
+            log.info("the batch answer for %s was not used (%s); proposing it the normal way",
+                     conversations[0][0].key, one_line(str(why), limit=160))  # fmt: skip
+    return _made(prompt, conversations, llm=llm, read=read, policy=policy, demand=demand,
+                 checks=checks)  # fmt: skip
 
-    def request(feedback: str) -> GenerateRequest:
-        return request_for(
-            config,
-            stage="propose",
-            model=config.models.propose,
-            template="propose.md.j2",
-            schema=ProposeReply,
-            repo_root=repo_root,
-            project=config.project,
-            conversations=talks,
-            hits=hits,
-            files=files,
-            new_file_dirs=config.docs.new_file_dirs,
-            feedback=feedback,
-        )
 
-    texts = {file.path: file.text for file in files}
+def _made(
+    prompt: ProposePrompt,
+    conversations: Sequence[tuple[Thread, Verdict]],
+    *,
+    llm: LLM,
+    read: Callable[[str], str | None],
+    policy: PathPolicy,
+    demand: Demand | None,
+    checks: EditChecks | None,
+    first: ProposeReply | None = None,
+) -> Proposal | NoChange | Refused:
+    """`propose_for` past its prompt: the edit loop with the checks, then the proposal."""
+    config, by_index = prompt.config, prompt.by_index
+    texts = {file.path: file.text for file in prompt.files}
     attempts = config.limits.max_edit_retries + 1
 
     def review(edited: Edited) -> Review:
         assert checks is not None
         before = {path: texts[path] for path in edited.changed if path in texts}
-        context = [m.text for thread, _ in shown for m in thread.context]
+        context = [m.text for thread, _ in prompt.shown for m in thread.context]
         evidence = [*_cited(edited, by_index), *context]
         return checks.review(before, edited.changed, evidence=evidence)
 
     try:
         edited = edit_loop(
             llm,
-            request,
+            prompt.request,
             texts=texts,
             apply=lambda current, edits: apply_edits(current, edits, allowed=policy),
             attempts=attempts,
             read=read,
             review=review if checks is not None else None,
+            first=first,
         )
     except ProposalFailed as failed:
         raise ProposalFailed(f"edits did not apply after {attempts} attempts: {failed}") from None
@@ -247,7 +222,7 @@ def propose_for(
         return edited
     thread, verdict = conversations[0]
     proposal = _proposal(
-        thread, verdict, edited, texts, hits, config, by_index=by_index, demand=demand
+        thread, verdict, edited, texts, prompt.hits, config, by_index=by_index, demand=demand
     )
     return replace(
         proposal,
@@ -292,34 +267,6 @@ def _support(
     )
 
 
-def _shown(
-    conversations: Sequence[tuple[Thread, Verdict]], limit: int
-) -> list[tuple[Thread, Verdict]]:
-    """The conversations a prompt shows: the first (oldest) and the latest ones, `limit` in all.
-    The others still count as demand; they add words, not facts."""
-    if len(conversations) <= limit:
-        return list(conversations)
-    return [conversations[0], *conversations[len(conversations) - limit + 1 :]]
-
-
-def _talks(
-    conversations: Sequence[tuple[Thread, Verdict]],
-) -> tuple[list[dict[str, Any]], dict[int, Message]]:
-    """Each conversation as the prompt shows it, its messages numbered across all of them, and
-    the judged messages by number (what the model may cite as evidence)."""
-    talks: list[dict[str, Any]] = []
-    by_index: dict[int, Message] = {}
-    start = 1
-    for thread, verdict in conversations:
-        context = prompts.message_rows(thread.context, start=start, role="context")
-        start += len(context)
-        rows = prompts.message_rows(thread.messages, start=start)
-        by_index.update(zip(range(start, start + len(rows)), thread.messages, strict=True))
-        start += len(rows)
-        talks.append({"verdict": _as_prompt_data(verdict), "messages": [*context, *rows]})
-    return talks, by_index
-
-
 @dataclass(frozen=True)
 class Edited:
     """What the edit loop produced: the model's reply, its edits, and the files they changed."""
@@ -338,6 +285,7 @@ def edit_loop(
     attempts: int,
     read: Callable[[str], str | None] | None = None,
     review: Callable[[Edited], Review] | None = None,
+    first: ProposeReply | None = None,
 ) -> Edited | NoChange | Refused:
     """Ask for edits and apply them to `texts`; a failure goes back to the model as feedback.
 
@@ -345,12 +293,18 @@ def edit_loop(
     not show still counts as existing, so an empty search cannot "create" it over the real one.
     With `review`, edits that apply are checked too: what it finds goes back to the model once,
     and what it still refuses after that is the answer. Raises ProposalFailed with the last
-    feedback when no attempt applied.
+    feedback when no attempt applied. With `first` the first reply is that one (a batch
+    job's, already paid for); where a second call would follow, AnswerUnusable is raised.
     """
     feedback = ""
     reviewed = False
     for attempt in range(1, attempts + 1):
-        reply, _ = generate_model(llm, request(feedback), ProposeReply)
+        if first is None:
+            reply, _ = generate_model(llm, request(feedback), ProposeReply)
+        elif attempt == 1:
+            reply = first
+        else:
+            raise AnswerUnusable(feedback)
         if not reply.change or not reply.edits:
             return NoChange(reply.reason.strip())
         edits = tuple(Edit(e.path.strip(), e.search, e.replace, e.reason) for e in reply.edits)
@@ -377,7 +331,20 @@ def edit_loop(
         if found.refusal:
             return Refused(found.refusal, found.kind)
         return edited
-    raise ProposalFailed(feedback)
+    raise AnswerUnusable(feedback) if first is not None else ProposalFailed(feedback)
+
+
+def _batch_reply(answer: BatchAnswer, by_index: Mapping[int, Message]) -> ProposeReply:
+    """The batch answer parsed, the messages it cites renumbered as this prompt numbers them
+    (a message this prompt does not show is no longer cited)."""
+    try:
+        reply = parse_reply(answer.generation.text, ProposeReply)
+    except ValidationError as error:
+        raise AnswerUnusable(f"it did not match the schema: {error.errors()[0]['msg']}") from None
+    now = {message_key(message): number for number, message in by_index.items()}
+    then = dict(enumerate(answer.numbered, 1))
+    cited = [now[then[n]] for n in reply.evidence if then.get(n, "") in now]
+    return reply.model_copy(update={"evidence": cited})
 
 
 def _proposal(
@@ -388,7 +355,7 @@ def _proposal(
     hits: Sequence[Hit],
     config: Config,
     *,
-    by_index: dict[int, Message],
+    by_index: Mapping[int, Message],
     demand: Demand | None,
 ) -> Proposal:
     reply, edits, after = edited.reply, edited.edits, edited.changed
@@ -430,16 +397,6 @@ def _proposal(
         evidence=evidence,
         sources=tuple(hits),
         demand=demand,
-    )
-
-
-def _as_prompt_data(verdict: Verdict) -> Verdict:
-    """The verdict as the propose prompt shows it: the classifier wrote it from chat text, so
-    it gets the chat's treatment (one line, no markup that could open or close a block)."""
-    return replace(
-        verdict,
-        summary=prompts.as_data(" ".join(verdict.summary.split())),
-        reason=prompts.as_data(" ".join(verdict.reason.split())),
     )
 
 

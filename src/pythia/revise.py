@@ -11,7 +11,8 @@ from .config import Config
 from .edits import PathPolicy, apply_edits, unified_diff
 from .models import Proposal
 from .ports import LLM, GenerateRequest, MalformedReply
-from .propose import DocFile, NoChange, ProposalFailed, ProposeReply, Refused, edit_loop
+from .propose import NoChange, ProposalFailed, Refused, edit_loop
+from .proposecall import DocFile, ProposeReply
 from .safety import check_proposal, sanitize_for_publishing
 from .state import LedgerEntry
 from .structured import request_for

@@ -71,11 +71,13 @@ class PendingBatch(BaseModel):
     """A Batch API job a backfill sent and a later run collects: names and ids, never text."""
 
     name: str  # the job's resource name, e.g. batches/123abc
-    stage: str = "classify"
     model: str
     submitted_at: datetime
-    requests: dict[str, list[str]]  # request key -> thread keys, as T1, T2, ... in its prompt
+    stage: str = "classify"  # or "propose": one request per group of conversations
+    requests: dict[str, list[str]]  # request key -> thread keys, in the order of its prompt
     digests: dict[str, str] = Field(default_factory=dict)  # thread key -> digest when sent
+    # propose: request key -> the message ("stream:id", "" for context) each number stood for
+    numbered: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class StreamState(BaseModel):

@@ -26,11 +26,12 @@ from .workspace import UserError, Workspace, open_storage
 def cmd_index(workspace: Workspace, options: Options) -> int:
     if options.docs is not None:
         workspace = workspace.with_docs_root(options.docs)
-    if workspace.secrets.gemini_api_key is None:
-        print("no GEMINI_API_KEY: indexing for keyword (BM25) search only", file=sys.stderr)
+    missing = compose.no_embedder(workspace)
+    if missing:
+        print(f"{missing}: indexing for keyword (BM25) search only", file=sys.stderr)
     indexed = run.index_only(workspace, options)
     stats = indexed.stats
-    search = "hybrid" if workspace.secrets.gemini_api_key else "BM25 only (no GEMINI_API_KEY)"
+    search = f"BM25 only ({missing})" if missing else "hybrid"
     actions.add_summary(
         "## Pythia index\n\n"
         + actions.table(
@@ -72,7 +73,8 @@ def cmd_search(workspace: Workspace, options: Options) -> int:
         try:
             embedder = compose.optional_embedder(workspace)
             if embedder is None:
-                print("no GEMINI_API_KEY: searching with BM25 only", file=sys.stderr)
+                print(f"{compose.no_embedder(workspace)}: searching with BM25 only",
+                      file=sys.stderr)  # fmt: skip
             elif not index.has_vectors(conn):
                 print("the index has no vectors: searching with BM25 only", file=sys.stderr)
                 embedder = None
@@ -110,7 +112,8 @@ def eval_retrieval(workspace: Workspace, options: Options, embedder: Embedder | 
     assert options.queries is not None  # argparse requires it
     questions = retrieval_eval.load_questions(options.queries)
     if embedder is None:
-        print("no GEMINI_API_KEY: evaluating BM25 only", file=sys.stderr)
+        why = compose.no_embedder(workspace) or "no embedder"
+        print(f"{why}: evaluating BM25 only", file=sys.stderr)
     with _evaluated_index(workspace, options, embedder) as conn:
         if embedder is not None and not index.has_vectors(conn):
             print("the index has no vectors: evaluating BM25 only", file=sys.stderr)

@@ -136,6 +136,17 @@ def can_embed(workspace: Workspace) -> bool:
     return secrets.gemini_api_key is not None
 
 
+def no_embedder(workspace: Workspace) -> str:
+    """Why there is no embedder, naming what the configured provider needs ('' when there is
+    one): GEMINI_API_KEY for Gemini; OPENAI_API_KEY, or a local server's models.base_url, for
+    OpenAI-compatible providers."""
+    if can_embed(workspace):
+        return ""
+    if workspace.config.models.provider == "openai":
+        return "no OPENAI_API_KEY (nor models.base_url for a local server)"
+    return "no GEMINI_API_KEY"
+
+
 def optional_embedder(workspace: Workspace) -> Embedder | None:
     """The embedder when the provider can be reached; without, keyword search only."""
     if not can_embed(workspace):
