@@ -105,6 +105,7 @@ def test_write_outputs(tmp_path: Path) -> None:
         "proposals-updated",
         "messages-read",
         "threads-classified",
+        "answers-stored",
         "report",
     ):
         assert f"{name}<<" in text

@@ -148,3 +148,30 @@ def test_without_a_key_the_messages_name_the_openai_key(
     assert f"{why}: indexing for keyword (BM25) search only" in indexed.splitlines()
     assert searched.splitlines() == [f"{why}: searching with BM25 only"]
     assert "GEMINI" not in indexed + searched
+
+
+def test_the_action_keeps_answers_only_sealed(
+    repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pythia.app import compose
+    from pythia.app.cli import build_parser
+    from pythia.app.options import Options
+    from pythia.app.workspace import open_workspace
+    from pythia.responsecache import CachedLLM
+    from pythia.usage import UsageMeter
+
+    cache = tmp_path / "pythia-responses/responses.sqlite"
+
+    def llm() -> object:
+        args = build_parser().parse_args(["action", "--repo", str(repo)])
+        options = Options.from_action(args, {"GITHUB_EVENT_NAME": "schedule"})
+        workspace = open_workspace(options)
+        meter = UsageMeter.from_config(workspace.config)
+        return compose.models(workspace, meter, cache=cache, sealed_only=True)[0]
+
+    # A local server needs no key, so nothing seals the cache: the Action keeps none.
+    assert not isinstance(llm(), CachedLLM)
+    assert "no response cache" in capsys.readouterr().err
+    monkeypatch.setenv("PYTHIA_CACHE_SECRET", "a repository secret")
+    sealed = llm()
+    assert isinstance(sealed, CachedLLM) and sealed.cache.sealed

@@ -16,8 +16,8 @@ from pythia.config import (
     Secrets,
     load_config,
     parse_config,
-    render_json_schema,
 )
+from pythia.configschema import render_json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from pydantic import BaseModel
 
 from doubles import HashEmbedder, ScriptedLLM
 from pythia.models import Usage
-from pythia.ports import GenerateRequest
+from pythia.ports import GenerateRequest, Generation
 from pythia.responsecache import CachedEmbedder, CachedLLM, ResponseCache, request_key
 
 
@@ -77,3 +78,40 @@ def test_query_vectors_are_kept_and_documents_pass_through(tmp_path: Path) -> No
     assert again == [first[1], first[0]]
     assert inner.calls == [["where is the cache?", "proxy"], ["a docs chunk"]]
     assert embedder.model == inner.model and embedder.dimensions == 8
+
+
+ANSWER = '{"answer": "set HTTPS_PROXY and KESTREL_CA_BUNDLE"}'
+
+
+def test_a_sealed_cache_keeps_nothing_readable_without_its_secret(tmp_path: Path) -> None:
+    path = tmp_path / "responses.sqlite"
+    request = replace(REQUEST, prompt="how do I reach the cache behind the office proxy?")
+    cache = ResponseCache(path, secret="api-key-1")
+    llm = CachedLLM(ScriptedLLM().enqueue(ANSWER), cache, provider="gemini")
+    llm.generate(request)
+    CachedEmbedder(HashEmbedder(), cache).embed(["office proxy cache"], task="query")
+    cache.close()
+
+    raw = path.read_bytes()
+    assert b"HTTPS_PROXY" not in raw and b"KESTREL_CA_BUNDLE" not in raw
+    assert request_key("gemini", request).encode() not in raw  # keys are HMACs
+    # The same secret answers again at no cost.
+    again = CachedLLM(ScriptedLLM(), ResponseCache(path, secret="api-key-1"), provider="gemini")
+    assert again.generate(request).text == ANSWER
+    # Another secret (a rotated key) or none finds nothing, asks again and overwrites.
+    for secret in ("api-key-2", None):
+        other = ResponseCache(path, secret=secret)
+        assert other.get(request_key("gemini", request)) is None
+        fresh = CachedLLM(ScriptedLLM().enqueue('{"answer": "new"}'), other, provider="gemini")
+        assert fresh.generate(request).text == '{"answer": "new"}'
+        other.close()
+
+
+def test_a_row_that_does_not_open_is_a_miss_not_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "responses.sqlite"
+    sealed = ResponseCache(path, secret="k")
+    sealed.put("key", provider="gemini", request=REQUEST, answer=Generation(ANSWER, Usage()))
+    sealed.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("update responses set text = 'tampered'")
+    assert ResponseCache(path, secret="k").get("key") is None

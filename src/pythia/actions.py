@@ -354,6 +354,7 @@ def outputs(report: RunReport, report_path: Path) -> dict[str, str]:
         "messages-read": str(report.messages_read),
         "threads-classified": str(report.threads_classified),
         "embeddings-computed": str(report.embeddings_computed),
+        "answers-stored": str(report.answers_stored),
         "report": str(report_path),
     }
 

@@ -7,7 +7,6 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from datetime import date, datetime
 from pathlib import Path, PureWindowsPath
 from typing import Annotated, Any, Literal
 
@@ -62,10 +61,8 @@ __all__ = [
     "TelegramStream",
     "Threads",
     "ZulipStream",
-    "json_schema",
     "load_config",
     "parse_config",
-    "render_json_schema",
 ]
 
 DEFAULT_CONFIG_PATH = Path(".github/pythia.yml")
@@ -207,12 +204,9 @@ class Limits(Strict):
     max_llm_calls: int = Field(200, ge=1, description="Calls per run before new work stops.")
     max_tokens: int = Field(3_000_000, ge=1000, description="Tokens per run before work stops.")
     classify_share: float = Field(
-        0.75,
-        gt=0,
-        le=1,
-        description="Share of max_llm_calls and max_tokens classification may use; the rest is "
+        0.75, gt=0, le=1, description="Share of both caps classification may use; the rest is "
         "kept for proposals, so a run over a long backlog proposes for what it classified.",
-    )
+    )  # fmt: skip
     classify_batch_messages: int = Field(100, ge=1, description="Messages per classify call.")
     classify_batch_tokens: int = Field(30_000, ge=1000, description="Tokens per classify call.")
     propose_context_tokens: int = Field(
@@ -380,6 +374,13 @@ class Secrets(BaseModel):
     slack_bot_token: SecretStr | None = None
     discourse_api_key: SecretStr | None = None
     discourse_api_username: SecretStr | None = None
+    pythia_cache_secret: SecretStr | None = None  # seals the response cache (responsecache.py)
+
+    def cache_secret(self, provider: str) -> str | None:
+        """What seals the response cache: PYTHIA_CACHE_SECRET, else the provider's API key."""
+        key = self.openai_api_key if provider == "openai" else self.gemini_api_key
+        chosen = self.pythia_cache_secret or key
+        return chosen.get_secret_value() if chosen else None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Secrets:
@@ -481,20 +482,3 @@ def load_config(path: Path) -> Config:
     except OSError as error:
         raise ConfigError([f"{path}: cannot be read ({error.strerror})"]) from None
     return parse_config(data)
-
-
-def json_schema() -> dict[str, Any]:
-    """The JSON Schema of the config, for editors."""
-    schema = Config.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    return schema
-
-
-def render_json_schema() -> str:
-    return json.dumps(json_schema(), indent=2, sort_keys=True, default=_json_default) + "\n"
-
-
-def _json_default(value: object) -> str:
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    raise TypeError(f"cannot serialise {type(value).__name__}")

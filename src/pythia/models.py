@@ -301,6 +301,7 @@ class RunReport:
     publish_failed: list[tuple[str, str]] = field(default_factory=list)  # (thread, cause)
     embeddings_computed: int = 0  # docs chunks sent to the embedding model
     embeddings_cached: int = 0  # docs chunks whose vector came from the embedding cache
+    answers_stored: int = 0  # new model answers kept in the response cache
     usage: dict[str, StageUsage] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stopped_early: str | None = None

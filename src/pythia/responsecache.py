@@ -5,17 +5,30 @@ rerun after a failure or a `--since` replay pays for nothing twice.
 The key is a hash of the provider, the model and every field of the request (system prompt,
 prompt, schema, sampling settings); a changed prompt template or schema is a new key. Answers
 hold chat-derived text, which is why the file must never land on a public branch.
+
+With a secret (the provider's API key, or PYTHIA_CACHE_SECRET) the cache is sealed: answers
+and vectors are encrypted with Fernet (AES-CBC and HMAC-SHA256, from `cryptography`) under a
+key derived from the secret, and request keys are HMACs, so a workflow that can read the
+Actions cache but not the repository's secrets (one a fork's pull request runs) learns
+nothing from it. A row that does not open with this run's secret (the key was rotated) is a
+miss, answered again and overwritten.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .models import Usage
 from .ports import LLM, Embedder, EmbedTask, GenerateRequest, Generation, embedding_id
@@ -58,19 +71,44 @@ def request_key(provider: str, request: GenerateRequest) -> str:
     return hashlib.sha256(encoded).hexdigest()
 
 
+class _Seal:
+    """Encryption and keyed hashing under keys derived from one secret (HKDF-SHA256)."""
+
+    def __init__(self, secret: str) -> None:
+        derived = HKDF(
+            algorithm=hashes.SHA256(), length=64, salt=b"pythia response cache", info=b"v1"
+        ).derive(secret.encode())
+        self._fernet = Fernet(base64.urlsafe_b64encode(derived[:32]))
+        self._mac = derived[32:]
+
+    def key(self, key: str) -> str:
+        return hmac.new(self._mac, key.encode(), hashlib.sha256).hexdigest()
+
+    def close(self, text: str) -> str:
+        return self._fernet.encrypt(text.encode()).decode()
+
+    def open(self, token: str) -> str | None:
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken:
+            return None
+
+
 class ResponseCache:
-    """Answers by request key, in one SQLite file."""
+    """Answers by request key, in one SQLite file; sealed when given a secret."""
 
     def __init__(
         self,
         path: Path,
         *,
+        secret: str | None = None,
         keep_days: float = KEEP_DAYS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._clock = clock
+        self._seal = _Seal(secret) if secret else None
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(path, check_same_thread=False)
         with self._conn:
@@ -81,16 +119,30 @@ class ResponseCache:
         self.hits = 0
         self.misses = 0
 
+    @property
+    def sealed(self) -> bool:
+        return self._seal is not None
+
+    def _key(self, key: str) -> str:
+        return self._seal.key(key) if self._seal else key
+
+    def _close(self, text: str) -> str:
+        return self._seal.close(text) if self._seal else text
+
+    def _open(self, stored: str) -> str | None:
+        return self._seal.open(stored) if self._seal else stored
+
     def get(self, key: str) -> Generation | None:
         with self._lock:
             row = self._conn.execute(
                 "select text, input_tokens, output_tokens, thinking_tokens from responses "
                 "where key = ?",
-                (key,),
+                (self._key(key),),
             ).fetchone()
-        if row is None:
+        text = self._open(row[0]) if row is not None else None
+        if row is None or text is None:
             return None
-        return Generation(text=row[0], usage=Usage(row[1], row[2], row[3]))
+        return Generation(text=text, usage=Usage(row[1], row[2], row[3]))
 
     def put(self, key: str, *, provider: str, request: GenerateRequest, answer: Generation) -> None:
         usage = answer.usage
@@ -98,11 +150,11 @@ class ResponseCache:
             self._conn.execute(
                 "insert or replace into responses values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    key,
+                    self._key(key),
                     provider,
                     request.model,
                     request.stage,
-                    answer.text,
+                    self._close(answer.text),
                     usage.input_tokens,
                     usage.output_tokens,
                     usage.thinking_tokens,
@@ -113,15 +165,16 @@ class ResponseCache:
     def vector(self, key: str) -> list[float] | None:
         with self._lock:
             row = self._conn.execute(
-                "select vector from query_vectors where key = ?", (key,)
+                "select vector from query_vectors where key = ?", (self._key(key),)
             ).fetchone()
-        return [float(value) for value in json.loads(row[0])] if row else None
+        stored = self._open(row[0]) if row is not None else None
+        return [float(value) for value in json.loads(stored)] if stored is not None else None
 
     def put_vector(self, key: str, vector: Sequence[float]) -> None:
         with self._lock, self._conn:
             self._conn.execute(
                 "insert or replace into query_vectors values (?, ?, ?)",
-                (key, json.dumps(list(vector)), self._clock()),
+                (self._key(key), self._close(json.dumps(list(vector))), self._clock()),
             )
 
     def __len__(self) -> int:

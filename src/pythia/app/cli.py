@@ -9,7 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .. import CONFIG_REFERENCE, __version__, actions
-from ..config import ConfigError, Secrets, load_config, render_json_schema
+from ..config import ConfigError, Secrets, load_config
+from ..configschema import render_json_schema
 from ..ports import one_line
 from .options import Options
 from .workspace import UserError, Workspace
@@ -173,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--llm-base-url", default="", help="OpenAI-compatible API root (over models.base_url)"
     )
     action_.add_argument(
-        "--response-cache", default="false", help="'true' keeps model answers in RUNNER_TEMP"
+        "--response-cache", default="true",
+        help="'true' keeps model answers in RUNNER_TEMP, sealed with the provider's key",
     )
     return parser
 

@@ -61,9 +61,12 @@ def models(
     *,
     deadline: float | None = None,
     cache: Path | None = None,
+    sealed_only: bool = False,
 ) -> tuple[LLM, Embedder]:
     """The configured provider's LLM and embedder (`models.provider`), sharing one client and
-    meter; with `cache`, answers already paid for come from that response cache file."""
+    meter; with `cache`, answers already paid for come from that response cache file, sealed
+    with `Secrets.cache_secret` when there is one. `sealed_only` (the Action, whose cache a
+    fork's pull request may read) keeps no cache rather than an unsealed one."""
     config, secrets = workspace.config, workspace.secrets
     llm: LLM
     if config.models.provider == "openai":
@@ -79,10 +82,18 @@ def models(
             config, secrets, meter, deadline=deadline, timeout_seconds=config.models.timeout_seconds
         )
     llm, embedder = adapters
+    secret = secrets.cache_secret(config.models.provider)
+    if cache is not None and sealed_only and secret is None:
+        print(
+            "no response cache: in the Action it is sealed with the provider's API key or "
+            "PYTHIA_CACHE_SECRET, and neither is set",
+            file=sys.stderr,
+        )
+        cache = None
     if cache is not None:
         from ..responsecache import CachedEmbedder, CachedLLM, ResponseCache
 
-        answers = ResponseCache(cache)
+        answers = ResponseCache(cache, secret=secret)
         llm = CachedLLM(llm, answers, provider=config.models.provider)
         embedder = CachedEmbedder(embedder, answers)
     return llm, embedder

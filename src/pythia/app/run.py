@@ -66,8 +66,9 @@ def run(workspace: Workspace, options: Options, *, started: float | None = None)
     meter = UsageMeter.from_config(config)
     deadline = started + config.limits.time_budget_minutes * 60
     llm, embedder = compose.models(
-        workspace, meter, deadline=deadline, cache=options.cache_path
-    )
+        workspace, meter, deadline=deadline, cache=options.cache_path,
+        sealed_only=options.via_action,
+    )  # fmt: skip
     backfill = compose.backfill(workspace, options, meter)
     cache = compose.embedding_cache(embedder, options)
     now = datetime.now(timezone.utc)
@@ -107,6 +108,10 @@ def run(workspace: Workspace, options: Options, *, started: float | None = None)
         finally:
             conn.close()
         _embedding_figures(report, cache, stats)
+        from ..responsecache import CachedLLM
+
+        if isinstance(llm, CachedLLM):
+            report.answers_stored = llm.cache.misses
         if not options.dry_run:
             storage.store.save_ledger(ledger)
             if github is not None and config.publish.dashboard:
