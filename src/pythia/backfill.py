@@ -16,7 +16,7 @@ answer that does not parse, or one that would need the model again is proposed t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -163,14 +163,7 @@ class Backfill:
         *,
         into: Collected,
     ) -> None:
-        for key, thread_keys in job.requests.items():
-            answer = result.answers.get(key)
-            if not isinstance(answer, Generation):
-                log.warning("batch job %s: request %s has no answer (%s)", job.name, key, answer)
-                continue
-            self.meter.record(
-                job.stage, job.model, answer.usage, price_factor=BATCH_PRICE_FACTOR
-            )
+        for key, thread_keys, answer in self._paid_answers(job, result):
             try:
                 reply = parse_reply(answer.text, ClassifyReply)
             except ValidationError:
@@ -192,6 +185,22 @@ class Backfill:
                 if not thread_key.startswith(_ABSENT):
                     into.verdicts[thread_key] = verdict
 
+    def _paid_answers(
+        self, job: PendingBatch, result: JobResult
+    ) -> Iterator[tuple[str, list[str], Generation]]:
+        """Each request's key, thread keys and answer, its usage recorded at the batch price;
+        a request without an answer is logged and its conversations take the normal path."""
+        for key, thread_keys in job.requests.items():
+            answer = result.answers.get(key)
+            if not isinstance(answer, Generation):
+                log.warning("batch job %s: request %s has no answer (%s); its conversations "
+                            "take the normal path", job.name, key, answer)  # fmt: skip
+                continue
+            self.meter.record(
+                job.stage, job.model, answer.usage, price_factor=BATCH_PRICE_FACTOR
+            )
+            yield key, list(thread_keys), answer
+
     def _read_proposals(
         self,
         job: PendingBatch,
@@ -202,15 +211,7 @@ class Backfill:
     ) -> None:
         """Each answer under its group's thread keys, when every thread is here as it was sent;
         the pipeline validates it when it meets that group (`propose.propose_for`)."""
-        for key, thread_keys in job.requests.items():
-            answer = result.answers.get(key)
-            if not isinstance(answer, Generation):
-                log.warning("batch job %s: request %s has no answer (%s); its conversations "
-                            "are proposed the normal way", job.name, key, answer)  # fmt: skip
-                continue
-            self.meter.record(
-                job.stage, job.model, answer.usage, price_factor=BATCH_PRICE_FACTOR
-            )
+        for key, thread_keys, answer in self._paid_answers(job, result):
             changed = [
                 thread_key
                 for thread_key in thread_keys
