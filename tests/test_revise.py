@@ -79,3 +79,26 @@ def test_a_revision_cannot_reach_other_files_or_add_unknown_links() -> None:
 def test_the_model_may_decline() -> None:
     llm = ScriptedLLM().enqueue(json.dumps({"change": False, "reason": "nothing to shorten"}))
     assert revise(llm) == "nothing to shorten"
+
+
+def test_a_revision_adds_only_what_the_instruction_the_branch_or_the_docs_say() -> None:
+    from pythia.checks import EditChecks
+
+    checks = EditChecks(docs_texts=list(BASE.values()), paths=set(BASE), read=BASE.get)
+    line = BRANCH["docs/cache.md"].splitlines()[2]
+    invented = edit(line, line + " Move it with `--cache-dir`.")
+    llm = ScriptedLLM().enqueue(invented).enqueue(invented)
+    result = revise_proposal(
+        ENTRY, "mention how to move it", revision=Revision(current=BRANCH, base=BASE),
+        config=CONFIG, llm=llm, docs_domains=set(), checks=checks,
+    )  # fmt: skip
+    assert isinstance(result, str) and result.startswith("the revision was refused")
+    assert "--cache-dir" in result
+    assert "`--cache-dir`" in llm.requests[1].prompt  # the finding went back once
+    # Said in the instruction: grounded.
+    llm = ScriptedLLM().enqueue(invented)
+    result = revise_proposal(
+        ENTRY, "say it can be moved with --cache-dir", revision=Revision(current=BRANCH, base=BASE),
+        config=CONFIG, llm=llm, docs_domains=set(), checks=checks,
+    )  # fmt: skip
+    assert isinstance(result, Proposal)

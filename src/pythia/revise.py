@@ -1,4 +1,9 @@
-"""`/pythia revise`: regenerate a proposal's edits on its branch with a maintainer's instruction."""
+"""`/pythia revise`: regenerate a proposal's edits on its branch with a maintainer's instruction.
+
+With the edit checks, what a revision adds must be in the instruction, already on the branch
+(whose additions were checked when the proposal was made) or in the docs: a maintainer asking
+for "shorter" must not get a new flag. Findings go back to the model once, as for a proposal.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checks import EditChecks, Review
 from .config import Config
 from .edits import PathPolicy, apply_edits, unified_diff
 from .models import Proposal
 from .ports import LLM, GenerateRequest, MalformedReply
-from .propose import NoChange, ProposalFailed, Refused, edit_loop
+from .propose import Edited, NoChange, ProposalFailed, Refused, edit_loop
 from .proposecall import DocFile, ProposeReply
 from .safety import check_proposal, sanitize_for_publishing
 from .state import LedgerEntry
@@ -37,6 +43,7 @@ def revise_proposal(
     llm: LLM,
     docs_domains: set[str],
     repo_root: Path | None = None,
+    checks: EditChecks | None = None,
 ) -> Proposal | str:
     """The revised proposal, or one sentence saying why there is none."""
     policy = PathPolicy.from_config(config.docs)
@@ -58,6 +65,11 @@ def revise_proposal(
             feedback=feedback,
         )
 
+    def review(edited: Edited) -> Review:
+        assert checks is not None
+        before = {path: texts[path] for path in edited.changed if path in texts}
+        return checks.review(before, edited.changed, evidence=[instruction])
+
     try:
         edited = edit_loop(
             llm,
@@ -67,6 +79,7 @@ def revise_proposal(
                 current, edits, allowed=policy, new_file_dirs=()
             ),
             attempts=config.limits.max_edit_retries + 1,
+            review=review if checks is not None else None,
         )
     except MalformedReply as error:
         return str(error)
@@ -74,8 +87,8 @@ def revise_proposal(
         return f"the revised edits did not apply: {failed}"
     if isinstance(edited, NoChange):
         return edited.reason or "the model saw nothing to change"
-    if isinstance(edited, Refused):  # revise sends no review; kept for the type
-        return edited.reason
+    if isinstance(edited, Refused):
+        return f"the revision was refused: {edited.reason}"
     after = {**texts, **edited.changed}
     problems = check_proposal(
         before=dict(revision.base),

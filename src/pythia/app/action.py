@@ -52,7 +52,9 @@ def cmd_command(workspace: Workspace, options: Options) -> int:
         ledger = storage.store.load_ledger()
         publisher = compose.github_publisher(workspace, options, ledger)
         outcome = handle_comment(
-            event_payload(options), publisher=publisher, revise=reviser(workspace, publisher)
+            event_payload(options),
+            publisher=publisher,
+            revise=reviser(workspace, options, publisher),
         )
         storage.store.save_ledger(ledger)
         storage.save(f"pythia: /pythia {outcome.command or 'comment'}")
@@ -65,8 +67,9 @@ def cmd_command(workspace: Workspace, options: Options) -> int:
     return 0
 
 
-def reviser(workspace: Workspace, publisher: GitHubPublisher) -> Reviser:
-    """The `/pythia revise` callback: the branch's files, the instruction, one LLM call."""
+def reviser(workspace: Workspace, options: Options, publisher: GitHubPublisher) -> Reviser:
+    """The `/pythia revise` callback: the branch's files, the instruction, one LLM call (two
+    when the edit checks send findings back)."""
 
     def revise(fingerprint: str, instruction: str) -> Proposal | str:
         entry = publisher.ledger.get(fingerprint)
@@ -80,14 +83,16 @@ def reviser(workspace: Workspace, publisher: GitHubPublisher) -> Reviser:
         }
         base = {path: text for path in entry.paths if (text := workspace.read(path)) is not None}
         llm, _ = compose.models(workspace, UsageMeter.from_config(workspace.config))
+        docs_texts = workspace.docs_texts()
         return revise_proposal(
             entry,
             instruction,
             revision=Revision(current=current, base=base),
             config=workspace.config,
             llm=llm,
-            docs_domains=safety.link_domains(workspace.docs_texts()),
+            docs_domains=safety.link_domains(docs_texts),
             repo_root=workspace.root,
+            checks=compose.edit_checks(workspace, options, docs_texts),
         )
 
     return revise
