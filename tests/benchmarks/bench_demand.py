@@ -77,7 +77,7 @@ INGEST_RUNS = 3
 class Request:
     kind: str  # classify, propose or embed
     texts: int = 0  # embed: texts in the request
-    retry: bool = False  # propose: asked again after its edits did not apply
+    retry: bool = False  # propose: asked again (edits did not apply, or the checks' findings)
     topics: tuple[str, ...] = ()  # propose: the topic of each conversation shown
     section: str | None = None  # propose: the section its edit targets
     top: str = ""  # propose: the best-matching section the prompt lists first
@@ -159,7 +159,7 @@ def answer(path: str, body: dict[str, Any], traffic: Traffic) -> dict[str, Any]:
         traffic.add(
             Request(
                 "propose",
-                retry="could not be applied" in prompt,
+                retry="could not be applied" in prompt or demand_chat.UNSAID in prompt,
                 topics=proposed.topics,
                 section=proposed.section,
                 top=listed.group(1) if listed else "",
@@ -383,7 +383,7 @@ class Figures:
             ("    embed", self.count("embed")),
             ("  classify calls", self.count("classify")),
             ("  propose calls", self.count("propose")),
-            ("    of them edit retries", sum(r.retry for r in self.propose)),
+            ("    of them retries (edits, findings)", sum(r.retry for r in self.propose)),
             ("    of them without the topic's page", sum(r.section is None for r in self.propose)),
             ("  distinct sections targeted", len(self.sections)),
             ("  embedding requests", self.count("embed")),

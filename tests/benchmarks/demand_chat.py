@@ -728,7 +728,7 @@ class ProposeAnswer:
     section: str | None  # "page#heading" edited, None for no change
 
 
-_UNSAID = "are not in the conversation or the docs"
+UNSAID = "are not in the conversation or the docs"
 
 
 def propose_reply(prompt: str) -> ProposeAnswer:
@@ -750,7 +750,7 @@ def propose_reply(prompt: str) -> ProposeAnswer:
         reply = {"change": False, "reason": "The files shown do not cover what was asked."}
         return ProposeAnswer(reply, tuple(found), None)
     fact = topic.fact
-    if _UNSAID in prompt:  # the grounding check's feedback on an earlier answer
+    if UNSAID in prompt:  # the grounding check's feedback on an earlier answer
         fact = topic.said_only
         if not fact:
             reply = {"change": False, "reason": "What the edit needs was not said."}
