@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .keywords import Bm25Ranking
+from .topk import distinct, run_starts
 
 NO_ROWS = np.zeros(0, dtype=np.intp)
 
@@ -61,7 +62,7 @@ def by_page(
     weights = np.array([weight for weight, _ in rankings])
     rank = np.concatenate([np.arange(1, n + 1) for n in lengths])
     chunk_scores = np.bincount(rows, weights=weights[ranking] / (rrf_k + rank))
-    chunks = _distinct(rows)
+    chunks = distinct(rows)
     # Each ranking's pages in order of first appearance, ranked from 1.
     pages = chunk_pages[rows]
     first = np.sort(_firsts(ranking * (int(pages.max()) + 1) + pages))
@@ -73,7 +74,7 @@ def by_page(
     chunks = chunks[np.lexsort((chunks, -chunk_scores[chunks]))]
     order = np.argsort(chunk_pages[chunks], kind="stable")
     page = chunk_pages[chunks[order]]
-    starts = _starts(page)
+    starts = run_starts(page)
     group = np.cumsum(starts) - 1
     kept = np.arange(len(order)) - np.flatnonzero(starts)[group] < max(per_page, 1)
     best = chunks[order[starts]][group]
@@ -81,25 +82,10 @@ def by_page(
     return chunks[order[kept][placed]], page_scores[page[kept][placed]]
 
 
-def _starts(ordered: np.ndarray) -> np.ndarray:
-    """Where each run of equal values begins in `ordered` (not empty)."""
-    starts = np.empty(len(ordered), dtype=bool)
-    starts[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
-    return starts
-
-
-def _distinct(values: np.ndarray) -> np.ndarray:
-    """The distinct values, ascending (np.unique without its Python overhead)."""
-    ordered = np.sort(values)
-    distinct: np.ndarray = ordered[_starts(ordered)]
-    return distinct
-
-
 def _firsts(keys: np.ndarray) -> np.ndarray:
     """The position of each distinct key's first item, by key."""
     order = np.argsort(keys, kind="stable")
-    firsts: np.ndarray = order[_starts(keys[order])]
+    firsts: np.ndarray = order[run_starts(keys[order])]
     return firsts
 
 

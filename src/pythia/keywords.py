@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .db import Connection, connect
-from .topk import largest_first
+from .topk import distinct, largest_first
 
 # bm25() column weights (title, heading path, text): a match in the page title or a heading
 # says more than one in the body. The heading order weighs the title and headings alone.
@@ -193,22 +193,27 @@ class KeywordIndex:
         """
         if limit < 1 or not scores:
             return _NO_RANKING
-        rows = len(self.chunk_ids)
-        weighted = _summed(scores, "rows", "weighted", rows)
-        top = largest_first(weighted, limit)
-        top = top[weighted[top] > 0.0]  # every match scores above zero
-        heading = _summed(scores, "heading_rows", "heading", rows)
+        at, values = _joined(scores, "rows", "weighted")
+        if not len(at):
+            return _NO_RANKING
+        weighted = np.bincount(at, weights=values)
+        # Only rows some term holds: most rows match nothing, and scanning them all (or
+        # partitioning among their zeros) cost more than the sums.
+        matched = distinct(at)
+        top = matched[largest_first(weighted[matched], limit)]
+        at, values = _joined(scores, "heading_rows", "heading")
+        heading = np.bincount(at, weights=values, minlength=len(weighted))
         return Bm25Ranking(rows=top, scores=weighted[top], heading_scores=heading[top])
 
 
-def _summed(scores: Sequence[TermScores], rows: str, values: str, length: int) -> np.ndarray:
-    """Per chunk row, the terms' values summed in query order."""
+def _joined(scores: Sequence[TermScores], rows: str, values: str) -> tuple[np.ndarray, np.ndarray]:
+    """The terms' rows and values end to end, in query order."""
     if len(scores) == 1:
-        at, weights = getattr(scores[0], rows), getattr(scores[0], values)
-    else:
-        at = np.concatenate([getattr(term, rows) for term in scores])
-        weights = np.concatenate([getattr(term, values) for term in scores])
-    return np.bincount(at, weights=weights, minlength=length)
+        return getattr(scores[0], rows), getattr(scores[0], values)
+    return (
+        np.concatenate([getattr(term, rows) for term in scores]),
+        np.concatenate([getattr(term, values) for term in scores]),
+    )
 
 
 @dataclass(frozen=True)
