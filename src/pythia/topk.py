@@ -29,8 +29,8 @@ def distinct(values: np.ndarray) -> np.ndarray:
 
 
 def run_starts(ordered: np.ndarray) -> np.ndarray:
-    """Where each run of equal values begins in `ordered` (not empty)."""
+    """Where each run of equal values begins in `ordered`."""
     starts = np.empty(len(ordered), dtype=bool)
-    starts[0] = True
+    starts[:1] = True
     np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
     return starts
