@@ -69,17 +69,22 @@ def by_page(
     first_in = ranking[first]
     page_rank = np.arange(1, len(first) + 1) - np.searchsorted(first_in, first_in)
     page_scores = np.bincount(pages[first], weights=weights[first_in] / (rrf_k + page_rank))
-    # Chunks best first, then grouped by page (each page's first chunk is its best) and
-    # cut to `per_page` a page; pages by score, then by their best chunk's row.
+    # Chunks best first; pages by score, then by their best chunk's row (a page's first
+    # chunk here), so a stable sort on those two keys keeps each page's chunks together and
+    # best first. A chunk is within its page's first `per_page` when the one `per_page`
+    # places before it is of another page.
     chunks = chunks[np.lexsort((chunks, -chunk_scores[chunks]))]
-    order = np.argsort(chunk_pages[chunks], kind="stable")
-    page = chunk_pages[chunks[order]]
-    starts = run_starts(page)
-    group = np.cumsum(starts) - 1
-    kept = np.arange(len(order)) - np.flatnonzero(starts)[group] < max(per_page, 1)
-    best = chunks[order[starts]][group]
-    placed = np.lexsort((best[kept], -page_scores[page[kept]]))[:k]
-    return chunks[order[kept][placed]], page_scores[page[kept][placed]]
+    page = chunk_pages[chunks]
+    firsts = _firsts(page)
+    best_of_page = np.empty(len(page_scores), dtype=chunks.dtype)
+    best_of_page[page[firsts]] = chunks[firsts]
+    placed = np.lexsort((best_of_page[page], -page_scores[page]))
+    page = page[placed]
+    cut = max(per_page, 1)
+    kept = np.ones(len(page), dtype=bool)
+    np.not_equal(page[cut:], page[:-cut], out=kept[cut:])
+    placed = placed[kept][:k]
+    return chunks[placed], page_scores[page[kept][:k]]
 
 
 def _firsts(keys: np.ndarray) -> np.ndarray:
