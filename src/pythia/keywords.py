@@ -263,7 +263,9 @@ def _scored(postings: _Postings, rows: int) -> _Postings:
     def share(starts: np.ndarray, at: np.ndarray, frequency: np.ndarray) -> np.ndarray:
         token_idf = np.repeat(idf, np.diff(starts))
         frequency = frequency.astype(np.float64)
-        scored: np.ndarray = token_idf * ((frequency * (K1 + 1.0)) / (frequency + length_norm[at]))
+        scored: np.ndarray = token_idf * (
+            (frequency * (K1 + 1.0)) / (frequency + length_norm[at])
+        )
         return scored
 
     return _Postings(
