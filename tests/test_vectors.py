@@ -25,3 +25,20 @@ def test_nearest_vectors_tie_in_chunk_order_and_list_every_owner() -> None:
     ][:6]
     assert list(zip(rows.tolist(), similarities.tolist(), strict=True)) == expected
     assert rows.tolist()[:3] == [1, 9, 3]
+
+
+def test_nearest_vectors_of_one_chunk_each_as_when_listed_one_by_one() -> None:
+    rng = np.random.default_rng(6)
+    matrix = rng.standard_normal((40, 8)).astype(np.float32)
+    matrix[7] = matrix[3]  # a tie, in chunk order
+    owners = tuple((row,) for row in rng.permutation(40).tolist())
+    query = matrix[3] + 0.1 * matrix[5]
+
+    rows, similarities = VectorMatrix(matrix=matrix, owners=owners).nearest(query.tolist(), limit=9)
+
+    exact = matrix @ query
+    expected = [
+        (owners[row][0], float(exact[row]))
+        for row in sorted(range(len(matrix)), key=lambda r: (-exact[r], r))
+    ][:9]
+    assert list(zip(rows.tolist(), similarities.tolist(), strict=True)) == expected

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .keywords import Bm25Ranking
+from .topk import distinct, run_starts
 
 NO_ROWS = np.zeros(0, dtype=np.intp)
 
@@ -48,6 +49,10 @@ def by_page(
     A chunk scores the sum of weight / (rrf_k + rank) over the (weight, rows) rankings that
     hold it; a page the same sum over each ranking's order of pages (by first appearance).
     Equal chunks rank by row; equal pages by their best chunk's row.
+
+    Scores are summed by bincount into arrays indexed by chunk row and page number (zeroed
+    pages cost nothing until touched), and groups found by sorting a few hundred keys: a
+    search's fusion is small, so the count of numpy calls, not their size, is its cost.
     """
     lengths = [len(ranking) for _, ranking in rankings]
     if not sum(lengths):
@@ -55,28 +60,38 @@ def by_page(
     rows = np.concatenate([ranking for _, ranking in rankings])
     ranking = np.repeat(np.arange(len(lengths)), lengths)  # each item's ranking
     weights = np.array([weight for weight, _ in rankings])
-    rank = np.arange(1, len(rows) + 1) - np.searchsorted(ranking, ranking)
-    chunks, at = np.unique(rows, return_inverse=True)
-    chunk_scores = np.bincount(at, weights=weights[ranking] / (rrf_k + rank))
+    rank = np.concatenate([np.arange(1, n + 1) for n in lengths])
+    chunk_scores = np.bincount(rows, weights=weights[ranking] / (rrf_k + rank))
+    chunks = distinct(rows)
     # Each ranking's pages in order of first appearance, ranked from 1.
     pages = chunk_pages[rows]
-    _, first = np.unique(ranking * (int(pages.max()) + 1) + pages, return_index=True)
-    first.sort()
+    first = np.sort(_firsts(ranking * (int(pages.max()) + 1) + pages))
     first_in = ranking[first]
     page_rank = np.arange(1, len(first) + 1) - np.searchsorted(first_in, first_in)
-    page_ids, at = np.unique(pages[first], return_inverse=True)
-    page_scores = np.bincount(at, weights=weights[first_in] / (rrf_k + page_rank))
-    # Chunks best first; pages by score, then by their best chunk.
-    chunks = chunks[np.lexsort((chunks, -chunk_scores))]
-    page = np.searchsorted(page_ids, chunk_pages[chunks])
-    _, best = np.unique(page, return_index=True)
-    page_place = np.empty(len(page_ids), dtype=np.intp)
-    page_place[np.lexsort((chunks[best], -page_scores))] = np.arange(len(page_ids))
-    order = np.argsort(page_place[page], kind="stable")  # each page's chunks stay best first
-    placed = page_place[page[order]]
-    position = np.arange(len(order)) - np.searchsorted(placed, placed)
-    order = order[position < max(per_page, 1)][:k]
-    return chunks[order], page_scores[page[order]]
+    page_scores = np.bincount(pages[first], weights=weights[first_in] / (rrf_k + page_rank))
+    # Chunks best first; pages by score, then by their best chunk's row (a page's first
+    # chunk here), so a stable sort on those two keys keeps each page's chunks together and
+    # best first. A chunk is within its page's first `per_page` when the one `per_page`
+    # places before it is of another page.
+    chunks = chunks[np.lexsort((chunks, -chunk_scores[chunks]))]
+    page = chunk_pages[chunks]
+    firsts = _firsts(page)
+    best_of_page = np.empty(len(page_scores), dtype=chunks.dtype)
+    best_of_page[page[firsts]] = chunks[firsts]
+    placed = np.lexsort((best_of_page[page], -page_scores[page]))
+    page = page[placed]
+    cut = max(per_page, 1)
+    kept = np.ones(len(page), dtype=bool)
+    np.not_equal(page[cut:], page[:-cut], out=kept[cut:])
+    placed = placed[kept][:k]
+    return chunks[placed], page_scores[page[kept][:k]]
+
+
+def _firsts(keys: np.ndarray) -> np.ndarray:
+    """The position of each distinct key's first item, by key."""
+    order = np.argsort(keys, kind="stable")
+    firsts: np.ndarray = order[run_starts(keys[order])]
+    return firsts
 
 
 def _grouped(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

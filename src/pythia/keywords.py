@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .db import Connection, connect
-from .topk import largest_first
+from .topk import distinct, largest_first
 
 # bm25() column weights (title, heading path, text): a match in the page title or a heading
 # says more than one in the body. The heading order weighs the title and headings alone.
@@ -76,6 +76,8 @@ class Bm25Ranking:
     scores: np.ndarray
     heading_scores: np.ndarray
 
+
+_NO_RANKING = Bm25Ranking(rows=np.zeros(0, np.intp), scores=np.zeros(0), heading_scores=np.zeros(0))
 
 _NO_MATCH = TermScores(
     rows=np.zeros(0, np.intp),
@@ -147,23 +149,18 @@ class KeywordIndex:
         self._tokenizer = Tokenizer(fts_tokenizer(conn))
         columns = [str(row[1]) for row in conn.execute(f"pragma table_info({FTS_TABLE})")]
         self._postings = _scored(_read_postings(conn, columns, chunk_ids), len(chunk_ids))
-        self._phrases: dict[str, TermScores] = {}
-        self._weighted = np.zeros(len(chunk_ids))
-        self._heading = np.zeros(len(chunk_ids))
+        # Every term met in the run, scored: a run's queries share most of their words.
+        self._terms: dict[str, TermScores] = {}
 
     def term_scores(self, terms: Sequence[str]) -> list[TermScores]:
         """Each FTS5 term's scores (`"word"`, as `search.fts_terms` writes them)."""
-        found = []
-        for term, tokens in zip(terms, self._tokenizer.tokens(t[1:-1] for t in terms), strict=True):
+        new = [term for term in terms if term not in self._terms]
+        for term, tokens in zip(new, self._tokenizer.tokens(t[1:-1] for t in new), strict=True):
             if len(tokens) == 1:
-                found.append(self._postings.term(tokens[0]))
-            elif tokens:
-                if term not in self._phrases:
-                    self._phrases[term] = self._phrase(term)
-                found.append(self._phrases[term])
+                self._terms[term] = self._postings.term(tokens[0])
             else:
-                found.append(_NO_MATCH)
-        return found
+                self._terms[term] = self._phrase(term) if tokens else _NO_MATCH
+        return [self._terms[term] for term in terms]
 
     def _phrase(self, term: str) -> TermScores:
         found = self.conn.execute(
@@ -189,23 +186,34 @@ class KeywordIndex:
         """The `limit` best chunks for the OR of the terms scored by `scores` (in query order),
         ordered as FTS5's `order by bm25() limit` orders them.
 
-        Each row's terms are added in query order, as bm25() adds its phrases, so sums are
-        bit for bit FTS5's; equal scores keep the order of chunk ids, as FTS5's sorter does.
+        Each row's terms are added in query order, as bm25() adds its phrases (bincount adds
+        each bin's weights in input order), so sums are bit for bit FTS5's; equal scores keep
+        the order of chunk ids, as FTS5's sorter does. One bincount over every term's postings
+        costs a few numpy calls, where adding term by term into a buffer cost four a term.
         """
-        scores = scores if limit > 0 else []
-        weighted, heading = self._weighted, self._heading
-        try:
-            for term in scores:
-                weighted[term.rows] += term.weighted
-                heading[term.heading_rows] += term.heading
-            matched = np.flatnonzero(weighted)  # every match scores above zero
-            top = matched[largest_first(weighted[matched], limit)]
-            return Bm25Ranking(rows=top, scores=weighted[top], heading_scores=heading[top])
-        finally:
-            # The two buffers are reused by the next query: zero what this one touched.
-            for term in scores:
-                weighted[term.rows] = 0.0
-                heading[term.heading_rows] = 0.0
+        if limit < 1 or not scores:
+            return _NO_RANKING
+        at, values = _joined(scores, "rows", "weighted")
+        if not len(at):
+            return _NO_RANKING
+        weighted = np.bincount(at, weights=values)
+        # Only rows some term holds: most rows match nothing, and scanning them all (or
+        # partitioning among their zeros) cost more than the sums.
+        matched = distinct(at)
+        top = matched[largest_first(weighted[matched], limit)]
+        at, values = _joined(scores, "heading_rows", "heading")
+        heading = np.bincount(at, weights=values, minlength=len(weighted))
+        return Bm25Ranking(rows=top, scores=weighted[top], heading_scores=heading[top])
+
+
+def _joined(scores: Sequence[TermScores], rows: str, values: str) -> tuple[np.ndarray, np.ndarray]:
+    """The terms' rows and values end to end, in query order."""
+    if len(scores) == 1:
+        return getattr(scores[0], rows), getattr(scores[0], values)
+    return (
+        np.concatenate([getattr(term, rows) for term in scores]),
+        np.concatenate([getattr(term, values) for term in scores]),
+    )
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,43 @@ class _Chunks:
         return np.searchsorted(self.ids, np.asarray(chunk_ids, dtype=np.int64))
 
 
+@dataclass(frozen=True)
+class _Sections:
+    """Every chunk's page, heading, anchor and text by row, to make hits without a query.
+
+    Read with the keyword postings and vectors, for a run's many searches: an `id in (...)`
+    query per search cost more than fusing the rankings. Texts are kept as one UTF-8 string
+    of bytes (at 50k chunks about 60 MB, a third of the vectors), not as a Python object each.
+    """
+
+    places: list[tuple[str, str, str]]  # per row: path, heading, anchor
+    texts: bytearray
+    ends: list[int]  # per row, where its text ends in `texts`
+
+    @classmethod
+    def load(cls, conn: Connection) -> _Sections:
+        places: list[tuple[str, str, str]] = []
+        texts = bytearray()
+        ends: list[int] = []
+        paths: dict[str, str] = {}
+        for path, heading, anchor, text in conn.execute(
+            "select path, heading, anchor, text from chunks order by id"
+        ):
+            places.append((paths.setdefault(str(path), str(path)), str(heading), str(anchor)))
+            texts += str(text).encode()
+            ends.append(len(texts))
+        return cls(places=places, texts=texts, ends=ends)
+
+    def hits(self, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
+        found = []
+        for row, score in zip(rows.tolist(), scores.tolist(), strict=True):
+            path, heading, anchor = self.places[row]
+            start = self.ends[row - 1] if row else 0
+            text = self.texts[start : self.ends[row]].decode()
+            found.append(Hit(path=path, heading=heading, anchor=anchor, score=score, text=text))
+        return found
+
+
 _NO_BM25 = Bm25Ranking(rows=fusion.NO_ROWS, scores=np.zeros(0), heading_scores=np.zeros(0))
 
 
@@ -139,8 +176,9 @@ class SearchIndex:
     """One index opened for many searches: what repeats per query is read once.
 
     The metadata and the embedder check happen here, once. The first query goes to SQLite
-    (FTS5 and sqlite-vec's KNN); from the second on, the keyword postings and every vector
-    are held in memory, which a run making hundreds of searches pays back at once.
+    (FTS5 and sqlite-vec's KNN); from the second on, the keyword postings, every vector and
+    every section's text are held in memory, which a run making hundreds of searches pays
+    back at once.
     """
 
     def __init__(self, conn: Connection, *, embedder: Embedder | None = None) -> None:
@@ -164,8 +202,10 @@ class SearchIndex:
         self._vectors: VectorMatrix | None = None
         self._keywords: KeywordIndex | None = None
         self._term_counts: dict[str, int] = {}
+        self._sections: _Sections | None = None
         self._keyword_queries = 0
         self._vector_queries = 0
+        self._searches = 0
         # A KNN query reads every vector through SQLite's pager; memory-mapped I/O spares
         # the copy into the page cache (https://sqlite.org/mmap.html).
         conn.execute(f"pragma mmap_size = {MMAP_BYTES}")
@@ -306,6 +346,7 @@ class SearchIndex:
         its best sections. A hit's score is its page's fused score: higher is better, and
         sections of one page share it. Without an embedder every mode is keyword search.
         """
+        self._searches += 1
         rankings: list[tuple[float, np.ndarray]] = []
         vector_mode = self.embedder is not None and mode != "keyword"
         if vector_mode and self.embedder is not None:
@@ -322,6 +363,10 @@ class SearchIndex:
     def _hits(self, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
         if not len(rows):
             return []
+        if self._sections is None and self._searches >= 2:
+            self._sections = _Sections.load(self.conn)
+        if self._sections is not None:
+            return self._sections.hits(rows, scores)
         ids = self._chunks().ids[rows].tolist()
         marks = ",".join("?" * len(ids))
         found = {

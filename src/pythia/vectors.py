@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -52,10 +53,16 @@ class VectorMatrix:
         (tests/benchmarks/bench_search.py, two cores).
         """
         similarities = self.matrix @ np.asarray(query, dtype=np.float32)
-        nearest = [
-            (owner, row)
-            for row in largest_first(similarities, limit).tolist()
-            for owner in self.owners[row]
-        ][:limit]
-        rows = np.array([owner for owner, _ in nearest], dtype=np.intp)
-        return rows, similarities[[row for _, row in nearest]].astype(np.float64)
+        nearest = largest_first(similarities, limit)
+        if self._sole_owners is not None:  # no two chunks share a vector: no list to build
+            return self._sole_owners[nearest], similarities[nearest].astype(np.float64)
+        pairs = [(owner, row) for row in nearest.tolist() for owner in self.owners[row]][:limit]
+        rows = np.array([owner for owner, _ in pairs], dtype=np.intp)
+        return rows, similarities[[row for _, row in pairs]].astype(np.float64)
+
+    @cached_property
+    def _sole_owners(self) -> np.ndarray | None:
+        """Per matrix row, its one chunk row, when every vector stands for one chunk."""
+        if any(len(owners) != 1 for owners in self.owners):
+            return None
+        return np.array([owner for (owner,) in self.owners], dtype=np.intp)
