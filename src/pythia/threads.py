@@ -178,6 +178,12 @@ def _omitted_note(count: int, *, earlier: bool) -> str:
     return f"\n[… {count:,} later message{plural} omitted …]"
 
 
+def _with_text(message: Message, text: str) -> Message:
+    """The message with `text`; the message itself when that is its text already
+    (`dataclasses.replace` is most of the cost of trimming a large export's threads)."""
+    return message if text == message.text else replace(message, text=text)
+
+
 def trim_thread(thread: Thread, *, max_messages: int, max_message_chars: int) -> Thread:
     """The thread as a model may see it (the size rule above); the thread itself when it fits.
 
@@ -185,7 +191,7 @@ def trim_thread(thread: Thread, *, max_messages: int, max_message_chars: int) ->
     """
     messages = list(thread.messages)
     if thread.omitted:  # notes from an earlier trim are recomputed below
-        messages = [replace(m, text=_OMITTED_NOTE.sub("", m.text)) for m in messages]
+        messages = [_with_text(m, _OMITTED_NOTE.sub("", m.text)) for m in messages]
     omitted = set(thread.omitted)
     keep = max(2, max_messages)
     if len(messages) > keep:
@@ -193,7 +199,7 @@ def trim_thread(thread: Thread, *, max_messages: int, max_message_chars: int) ->
         tail = keep - head
         omitted.update(message.id for message in messages[head : len(messages) - tail])
         messages = messages[:head] + messages[len(messages) - tail :]
-    messages = [replace(m, text=cut_text(m.text, max_message_chars)) for m in messages]
+    messages = [_with_text(m, cut_text(m.text, max_message_chars)) for m in messages]
     if omitted:
         gap = min(omitted)
         after = next((n for n, m in enumerate(messages) if m.id > gap), None)
@@ -208,7 +214,7 @@ def trim_thread(thread: Thread, *, max_messages: int, max_message_chars: int) ->
     trimmed = Thread(
         stream=thread.stream,
         messages=tuple(messages),
-        context=tuple(replace(m, text=cut_text(m.text, max_message_chars)) for m in context),
+        context=tuple(_with_text(m, cut_text(m.text, max_message_chars)) for m in context),
         omitted=tuple(sorted(omitted)),
         answered=thread.answered,
     )

@@ -27,6 +27,7 @@ import hashlib
 import hmac
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ..models import Message
 from ..ports import ChatSource
@@ -75,6 +76,7 @@ class UnreadableSource:
         pass
 
 
+@lru_cache(maxsize=65536)  # a chat has few authors and many messages; memory only
 def pseudonym(salt: str, raw_author_id: str | int) -> str:
     """A stable, salted, non-reversible author name like 'user-3fa2b9c1'.
 
