@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +312,13 @@ def _host(authority: str) -> str:
     return host[4:] if host.startswith("www.") else host
 
 
+@cache
+def _sensitive(text: str) -> tuple[str, ...]:
+    """What redaction would still find in `text`; published texts repeat across artifacts
+    (a summary in the PR body, the commit and the dashboard), so each is scanned once."""
+    return tuple(found.label for found in find_sensitive(text))
+
+
 def problems(artifact: Artifact, *, allowed_domains: set[str]) -> list[str]:
     """Everything harmful in one published artifact, one line each."""
     text = artifact.text
@@ -337,7 +345,7 @@ def problems(artifact: Artifact, *, allowed_domains: set[str]) -> list[str]:
     for name, markers in _MARKERS.items():
         if any(marker in visible for marker in markers):
             found.append(f"leaks planted {name}")
-    found += [f"sensitive: {f.label}" for f in find_sensitive(visible)]
+    found += [f"sensitive: {label}" for label in _sensitive(visible)]
     live = _without_code(_TEMPLATE_MARKUP.sub(" ", text))
     found += [f"live mention near {live[m.start():m.start() + 20]!r}"
               for m in _LIVE_MENTION.finditer(live)]  # fmt: skip
