@@ -119,9 +119,14 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
     def classify_should_stop() -> bool:
         """Classification also stops at its share of the caps, leaving the rest for proposals
         (chat order: what it judged is the oldest part of the chat)."""
-        reason = deps.meter.share_reached(config.limits.classify_share)
-        if reason is not None and deps.meter.exhausted_reason is None:
-            report.stopped_early = report.stopped_early or reason
+        share = config.limits.classify_share
+        cap = deps.meter.cap_reached(share)
+        if cap is not None and deps.meter.exhausted_reason is None:
+            report.stopped_early = report.stopped_early or (
+                f"Classification used its share of the run's budget (limits.classify_share "
+                f"{share:g} of {cap}), so the rest of the chat waits for the next run and what "
+                "was classified got its proposals."
+            )
             return True
         return should_stop()
 

@@ -92,33 +92,28 @@ class UsageMeter:
         """Tokens that count towards `max_tokens` (input, output and thinking)."""
         return self._capped_tokens
 
+    def cap_reached(self, share: float = 1.0) -> str | None:
+        """The setting of the first cap the run has used `share` of ("limits.max_llm_calls",
+        "limits.max_tokens"), or None."""
+        if self.max_llm_calls is not None and self._capped_calls >= share * self.max_llm_calls:
+            return "limits.max_llm_calls"
+        if self.max_tokens is not None and self._capped_tokens >= share * self.max_tokens:
+            return "limits.max_tokens"
+        return None
+
     @property
     def exhausted_reason(self) -> str | None:
         """One sentence saying which cap was reached, or None while work may go on."""
-        if self.max_llm_calls is not None and self._capped_calls >= self.max_llm_calls:
-            return (
-                f"The run reached its cap of {self.max_llm_calls} LLM calls "
-                "(limits.max_llm_calls), so it started no new work and saved what it had done."
-            )
-        if self.max_tokens is not None and self._capped_tokens >= self.max_tokens:
-            return (
-                f"The run reached its cap of {self.max_tokens} tokens "
-                "(limits.max_tokens), so it started no new work and saved what it had done."
-            )
-        return None
-
-    def share_reached(self, share: float) -> str | None:
-        """One sentence when the run has used `share` of a cap (`limits.classify_share`:
-        classification stops there, so what it judged still gets its proposals), else None."""
-        calls = self.max_llm_calls is not None and self._capped_calls >= share * self.max_llm_calls
-        tokens = self.max_tokens is not None and self._capped_tokens >= share * self.max_tokens
-        if not (calls or tokens):
+        cap = self.cap_reached()
+        if cap is None:
             return None
-        cap = "limits.max_llm_calls" if calls else "limits.max_tokens"
+        size = (
+            f"{self.max_llm_calls} LLM calls" if cap == "limits.max_llm_calls"
+            else f"{self.max_tokens} tokens"
+        )  # fmt: skip
         return (
-            f"Classification used its share of the run's budget (limits.classify_share {share:g} "
-            f"of {cap}), so the rest of the chat waits for the next run and what was classified "
-            "got its proposals."
+            f"The run reached its cap of {size} ({cap}), so it started no new work and saved "
+            "what it had done."
         )
 
     @property
