@@ -131,11 +131,18 @@ def made_entry(proposal: Proposal, group: Group, ledger: Ledger) -> dict[str, Le
     )
     if entry.status not in _RANK:
         return {}
-    top = group.hits(1)
     keys = [proposal.fingerprint]
-    if top and top[0].path in proposal.paths:
+    if _found_the_page(group, proposal.paths):
         keys.append(group.key)
     return dict.fromkeys(keys, entry)
+
+
+def _found_the_page(group: Group, edited: Sequence[str]) -> bool:
+    """Whether the group's best result is on a page the proposal edited: only then does the
+    proposal stand for the group's section too (a group that found the wrong page must not
+    send later conversations there)."""
+    top = group.hits(1)
+    return bool(top) and top[0].path in edited
 
 
 def _standing(ledger: Ledger) -> dict[str, LedgerEntry]:
@@ -239,8 +246,7 @@ def remember(
     entry = entry.with_demand(group.demand)
     if earlier is not None:
         entry = entry.with_demand(earlier.demand())
-    top = group.hits(1)
-    mine = edited is None or (bool(top) and top[0].path in edited)
+    mine = edited is None or _found_the_page(group, edited)
     targets = {*entry.targets, *(earlier.targets if earlier else ())}
     if mine:
         targets.add(group.key)
