@@ -81,6 +81,30 @@ def test_paths_are_grounded_in_their_usual_spellings() -> None:
     assert ungrounded("Look in `~/.cache/uv` and `./src/app/main.py`.", said=said) == []
 
 
+def test_a_path_under_an_xdg_variable_needs_the_variable_and_its_default_said() -> None:
+    line = "It lives in `~/.cache/kestrel` (or `$XDG_CACHE_HOME/kestrel`)."
+    said = "It is under ~/.cache/kestrel now, and XDG_CACHE_HOME is honoured."
+    assert ungrounded(line, said=said) == []
+    # Without the variable, that the tool honours it is the edit's invention.
+    assert ungrounded(line, said="It is under ~/.cache/kestrel now.") == [
+        ("$XDG_CACHE_HOME/kestrel", "path")
+    ]
+    # Another place under it, or another variable's default, is not the place said.
+    assert ungrounded("See `$XDG_CACHE_HOME/kestrel/blobs`.", said=said) == [
+        ("$XDG_CACHE_HOME/kestrel/blobs", "path")
+    ]
+    config = "Set XDG_CONFIG_HOME, or edit ~/.cache/kestrel/config.toml"
+    assert ungrounded("Edit `$XDG_CONFIG_HOME/kestrel/config.toml`.", said=config) == [
+        ("$XDG_CONFIG_HOME/kestrel/config.toml", "path")
+    ]
+    assert (
+        ungrounded(
+            "Edit `$XDG_CONFIG_HOME/kestrel/config.toml`.", said=config.replace(".cache", ".config")
+        )
+        == []
+    )
+
+
 def test_a_dotted_config_key_may_be_said_in_parts() -> None:
     docs = "```toml\n[tool.uv]\nindex-url = 'x'\n```\n"
     assert ungrounded("Set `tool.uv.index-url`.", said="", docs=docs) == []

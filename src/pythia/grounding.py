@@ -85,6 +85,15 @@ def _pattern(needle: str, kind: str) -> re.Pattern[str]:
 
 
 _FOLDED_KINDS = frozenset({"version", "url", "code", "name"})
+# The XDG base directories and where they are when unset
+# (https://specifications.freedesktop.org/basedir-spec/latest/).
+_XDG_DEFAULTS = {
+    "XDG_CACHE_HOME": ".cache",
+    "XDG_CONFIG_HOME": ".config",
+    "XDG_DATA_HOME": ".local/share",
+    "XDG_STATE_HOME": ".local/state",
+}
+_XDG_PATH = re.compile(r"\$\{?(XDG_[A-Z]+_HOME)\}?(/.+)")
 
 
 class Grounds:
@@ -115,7 +124,21 @@ class Grounds:
         if claim.kind == "config-key" and "." in claim.token:
             parent, _, leaf = claim.token.rpartition(".")
             return self.holds(config_claim(parent)) and self.has(leaf, "config-key")
+        if claim.kind == "path":
+            return self._under_xdg_default(claim.token)
         return False
+
+    def _under_xdg_default(self, path: str) -> bool:
+        """`$XDG_CACHE_HOME/app` when both the variable and `~/.cache/app` (the same place
+        while it is unset) were said: that the tool honours the variable must be said too."""
+        found = _XDG_PATH.fullmatch(path)
+        if found is None or found.group(1) not in _XDG_DEFAULTS:
+            return False
+        variable, rest = found.groups()
+        default = f"{_XDG_DEFAULTS[variable]}{rest}"
+        return self.has(variable, "env") and any(
+            self.has(f"{home}/{default}", "path") for home in ("~", "$HOME", "${HOME}")
+        )
 
 
 # ---------------------------------------------------------------- the edit's added lines
