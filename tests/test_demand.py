@@ -96,8 +96,11 @@ def test_three_conversations_about_one_section_make_one_proposal(tmp_path: Path)
     # every conversation's outcome is recorded: the watermark passes all of them
     assert runs.store.load_stream("tg").watermark == 32
     # the queries of the three conversations were embedded in one request
-    query_calls = [c for c, task in zip(runs.embedder.calls, runs.embedder.tasks, strict=True)
-                   if task == "query"]
+    query_calls = [
+        c
+        for c, task in zip(runs.embedder.calls, runs.embedder.tasks, strict=True)
+        if task == "query"
+    ]
     assert len(query_calls) == 1
 
 
@@ -192,9 +195,7 @@ def test_grouping_prefers_a_standing_proposal_among_the_first_results() -> None:
 def test_thresholds_name_the_setting_to_change() -> None:
     demand = Demand(("tg:1",), ("user-a",), START, START)
     assert below_threshold(demand, min_conversations=1, min_people=1) == ""
-    assert "publish.min_conversations" in below_threshold(
-        demand, min_conversations=3, min_people=1
-    )
+    assert "publish.min_conversations" in below_threshold(demand, min_conversations=3, min_people=1)
     assert "publish.min_people" in below_threshold(demand, min_conversations=1, min_people=2)
 
 
@@ -271,6 +272,28 @@ def test_a_later_group_whose_best_section_a_proposal_of_the_run_edited_joins_it(
     # Only a best result joins: conversation 3 found the edited section second, and stays.
     (rest,) = group_by_section([asked(3, proxy, invalidated)], ledger=Ledger())
     assert join_made(rest, made) == [rest]
+
+
+def test_a_later_conversation_that_found_only_the_page_joins_its_section_made_in_the_run() -> None:
+    from pythia.demand import join_made, made_entry
+
+    page, parallel = hit("docs/cli.md", "Command line"), hit("docs/cli.md", "Command line > Jobs")
+    other_page = hit("docs/configuration.md", "Configuration")
+    first = group_by_section([asked(1, parallel)], ledger=Ledger())[0]
+    made = made_entry(proposal_of(section_key(parallel), paths=("docs/cli.md",)), first, Ledger())
+    # Best result the page's opening section, the section made among the first results.
+    (later,) = group_by_section([asked(2, page, other_page, parallel)], ledger=Ledger())
+    (joined,) = join_made(later, made)
+    assert joined.entry is not None and joined.key == section_key(parallel)
+    # Not when that section is further down, on another page, or after a section of the page.
+    for hits in (
+        (page, other_page, hit("docs/x.md", "X"), parallel),
+        (hit("docs/other.md", "Other"), parallel),
+        (hit("docs/cli.md", "Command line > Shell completion"), parallel),
+        (page, hit("docs/cli.md", "Command line > Shell completion"), parallel),
+    ):
+        (stays,) = group_by_section([asked(3, *hits)], ledger=Ledger())
+        assert join_made(stays, made) == [stays]
 
 
 def proposal_of(fingerprint: str, *, paths: tuple[str, ...]) -> Any:

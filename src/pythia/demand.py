@@ -8,7 +8,7 @@ proposal, or one maintainers already decided on).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .handles import member_handles
 from .models import Demand, Evidence, Hit, Proposal, Thread, Verdict
@@ -97,7 +97,9 @@ def _live(item: Asked, standing: Mapping[str, LedgerEntry], *, depth: int = MATC
 def join_made(group: Group, made: Mapping[str, LedgerEntry]) -> list[Group]:
     """`group`, formed before this run made any proposal, split by the proposals made since:
     members whose best result is a section one of them stands for join it as evidence (no
-    model call); the others stay one group. (Joining on any of the first MATCH_DEPTH results,
+    model call), and so do members whose best result is that section's page, when they rank
+    the section next among the page's sections (`_live_on_its_page`); the others stay one
+    group. (Joining on any of the first MATCH_DEPTH results,
     as an open PR of an earlier run is joined, was tried: a run's fresh proposals then drew
     distinct gaps of their pages, 7 of the 19 topics of tests/benchmarks/bench_demand.py.)"""
     if not made or (group.entry is not None and group.entry.status == "open"):
@@ -105,7 +107,7 @@ def join_made(group: Group, made: Mapping[str, LedgerEntry]) -> list[Group]:
     joined: dict[str, list[Asked]] = {}
     rest: list[Asked] = []
     for item in group.asked:
-        key = _live(item, made, depth=1)
+        key = _live(item, made, depth=1) or _live_on_its_page(item, made)
         if key:
             joined.setdefault(key, []).append(item)
         else:
@@ -114,6 +116,17 @@ def join_made(group: Group, made: Mapping[str, LedgerEntry]) -> list[Group]:
     if rest:
         parts.append(Group(group.key, tuple(rest), group.entry))
     return parts
+
+
+def _live_on_its_page(item: Asked, made: Mapping[str, LedgerEntry]) -> str:
+    """When the item's best result is a page's opening section (it found the page, not a
+    section of it): the key of the page's next section among its first results, if a
+    proposal of this run stands for it, or ''."""
+    if not item.hits or " > " in item.hits[0].heading:
+        return ""
+    page = item.hits[0].path
+    on_page = tuple(hit for hit in item.hits[1:MATCH_DEPTH] if hit.path == page)
+    return _live(replace(item, hits=on_page[:1]), made, depth=1)
 
 
 def made_entry(proposal: Proposal, group: Group, ledger: Ledger) -> dict[str, LedgerEntry]:
