@@ -78,7 +78,19 @@ class Runs:
         )
 
 
-def test_three_conversations_about_one_section_make_one_proposal(tmp_path: Path) -> None:
+def test_three_conversations_about_one_section_make_one_proposal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pythia.search import SearchIndex
+
+    prepared: list[list[str]] = []
+    prepare = SearchIndex.prepare
+
+    def spy(index: SearchIndex, queries: list[str], **options: Any) -> None:
+        prepared.append(list(dict.fromkeys(queries)))
+        prepare(index, queries, **options)
+
+    monkeypatch.setattr(SearchIndex, "prepare", spy)
     runs = Runs(tmp_path, config())
     llm = FunctionLLM(answer)
     publisher = MemoryPublisher()
@@ -102,6 +114,8 @@ def test_three_conversations_about_one_section_make_one_proposal(tmp_path: Path)
         if task == "query"
     ]
     assert len(query_calls) == 1
+    # and their vectors ranked together before the searches
+    assert prepared == query_calls
 
 
 def test_a_conversation_on_an_open_prs_section_is_evidence_without_a_model_call(

@@ -545,6 +545,27 @@ def test_hybrid_scores_are_fused_reciprocal_ranks(built: tuple[Any, HashEmbedder
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
+def test_a_runs_queries_prepared_together_search_as_they_would_one_by_one(
+    built: tuple[Any, HashEmbedder],
+) -> None:
+    conn, embedder = built
+    queries = [query for query, _, _ in QUERIES] + ["remote cache URL", "dry-run"]
+    alone = hybrid.SearchIndex(conn, embedder=embedder)
+    expected = [alone.search(query, k=5) for query in queries]
+    together = hybrid.SearchIndex(conn, embedder=embedder)
+    embedder.calls.clear()
+
+    together.prepare([*queries, queries[0]], k=5)
+
+    assert embedder.calls == [queries]  # one call, each query once
+    assert [together.search(query, k=5) for query in queries] == expected
+    assert len(embedder.calls) == 1  # the searches found their vector rankings ready
+    # A search asking more results than were prepared for ranks its vectors itself.
+    more = together.search(queries[0], k=20)
+    assert embedder.calls[1:] == [[queries[0]]]
+    assert more == alone.search(queries[0], k=20)
+
+
 @pytest.mark.parametrize(
     "query",
     ['"unbalanced', "cache: location", "dry-run", "NOT AND OR", "a*b (c) {d} ^e", "col:val -x", ""],

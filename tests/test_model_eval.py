@@ -181,7 +181,7 @@ def test_scores_count_invented_facts_failed_edits_and_refusals(tmp_path: Path) -
     try:
         results = evaluate(
             cases, config=config, llm=FunctionLLM(answer, meter=meter),
-            search=compose.searcher(space, conn, embedder), read=space.read, meter=meter,
+            search=compose.RunSearch(space, conn, embedder).search, read=space.read, meter=meter,
             docs_prefix=space.docs_prefix, repo_root=tmp_path,
         )  # fmt: skip
     finally:

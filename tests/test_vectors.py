@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from pythia import vectors as vectors_module
 from pythia.vectors import VectorMatrix
 
 
@@ -42,3 +45,20 @@ def test_nearest_vectors_of_one_chunk_each_as_when_listed_one_by_one() -> None:
         for row in sorted(range(len(matrix)), key=lambda r: (-exact[r], r))
     ][:9]
     assert list(zip(rows.tolist(), similarities.tolist(), strict=True)) == expected
+
+
+def test_nearest_for_many_queries_together_as_for_each_alone(monkeypatch: Any) -> None:
+    monkeypatch.setattr(vectors_module, "QUERY_BLOCK", 4)  # three blocks, the last short
+    rng = np.random.default_rng(7)
+    matrix = rng.standard_normal((50, 16)).astype(np.float32)
+    owners = tuple((row,) for row in range(50))
+    vectors = VectorMatrix(matrix=matrix, owners=owners)
+    queries = rng.standard_normal((10, 16)).tolist()
+
+    together = vectors.nearest_each(queries, limit=7)
+
+    assert len(together) == len(queries)
+    for query, (rows, similarities) in zip(queries, together, strict=True):
+        alone_rows, alone_similarities = vectors.nearest(query, limit=7)
+        assert rows.tolist() == alone_rows.tolist()
+        assert np.allclose(similarities, alone_similarities, rtol=1e-5)

@@ -203,6 +203,7 @@ class SearchIndex:
         self._keywords: KeywordIndex | None = None
         self._term_counts: dict[str, int] = {}
         self._sections: _Sections | None = None
+        self._prepared: dict[str, tuple[int, np.ndarray]] = {}  # query -> limit, vector rows
         self._keyword_queries = 0
         self._vector_queries = 0
         self._searches = 0
@@ -334,6 +335,33 @@ class SearchIndex:
         ).fetchall()
         return [(int(chunk_id), 1.0 - float(distance)) for chunk_id, distance in rows][:limit]
 
+    def prepare(self, queries: Sequence[str], *, k: int = 8) -> None:
+        """The vector rankings of queries about to be searched with `k`, computed together:
+        one matrix product a block of queries reads every vector once for the block, where a
+        search of its own reads them all for one query. Only for several queries (the
+        vectors then load at once), and only with an embedder."""
+        fresh = [query for query in dict.fromkeys(queries) if query not in self._prepared]
+        if self.embedder is None or len(fresh) < 2:
+            return
+        vectors = self.embedder.embed(fresh, task="query")
+        if self._vectors is None:
+            self._vectors = VectorMatrix.load(self.conn, self._chunks().ids)
+        limit = _vector_limit(k)
+        for query, (rows, _) in zip(
+            fresh, self._vectors.nearest_each(vectors, limit=limit), strict=True
+        ):
+            self._prepared[query] = (limit, rows)
+
+    def _vector_rows(self, query: str, *, limit: int) -> np.ndarray:
+        prepared = self._prepared.get(query)
+        if prepared is not None and prepared[0] >= limit:
+            return prepared[1][:limit]
+        if self.embedder is None:
+            return fusion.NO_ROWS
+        vector = self.embedder.embed([query], task="query")[0]
+        rows, _ = self._nearest(vector, limit=limit)
+        return rows
+
     # --- searching -----------------------------------------------------------------------
 
     def search(
@@ -349,15 +377,11 @@ class SearchIndex:
         self._searches += 1
         rankings: list[tuple[float, np.ndarray]] = []
         vector_mode = self.embedder is not None and mode != "keyword"
-        if vector_mode and self.embedder is not None:
-            vector = self.embedder.embed([query], task="query")[0]
-            rows, _ = self._nearest(vector, limit=max(k * 5, 50))
-            rankings.append((VECTOR_WEIGHT, rows))
+        if vector_mode:
+            rankings.append((VECTOR_WEIGHT, self._vector_rows(query, limit=_vector_limit(k))))
         if not vector_mode or mode == "hybrid":
             rankings.extend(self._keyword_rankings(query))
-        found = fusion.by_page(
-            rankings, self._chunks().pages, rrf_k=RRF_K, k=k, per_page=per_page
-        )
+        found = fusion.by_page(rankings, self._chunks().pages, rrf_k=RRF_K, k=k, per_page=per_page)
         return self._hits(*found)
 
     def _hits(self, rows: np.ndarray, scores: np.ndarray) -> list[Hit]:
@@ -386,6 +410,11 @@ class SearchIndex:
             for i, score in zip(ids, scores.tolist(), strict=True)
             if i in found
         ]
+
+
+def _vector_limit(k: int) -> int:
+    """How many nearest chunks a search of `k` results fuses."""
+    return max(k * 5, 50)
 
 
 def pages(hits: Iterable[Hit]) -> list[str]:

@@ -78,7 +78,7 @@ def cmd_search(workspace: Workspace, options: Options) -> int:
             elif not index.has_vectors(conn):
                 print("the index has no vectors: searching with BM25 only", file=sys.stderr)
                 embedder = None
-            hits = compose.searcher(workspace, conn, embedder)(options.query, options.k)
+            hits = compose.RunSearch(workspace, conn, embedder).search(options.query, options.k)
         finally:
             conn.close()
     if options.json:
@@ -150,7 +150,9 @@ def cmd_eval_models(workspace: Workspace, options: Options) -> int:
     llm, embedder = compose.models(workspace, meter, cache=options.cache_path)
     docs_texts = workspace.docs_texts()
     with _evaluated_index(workspace, options, embedder) as conn:
-        search = compose.searcher(workspace, conn, embedder if index.has_vectors(conn) else None)
+        search = compose.RunSearch(
+            workspace, conn, embedder if index.has_vectors(conn) else None
+        ).search
         results = model_eval.evaluate(
             cases,
             config=workspace.config,

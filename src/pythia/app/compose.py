@@ -195,21 +195,46 @@ def update_docs_index(
     )
 
 
-def searcher(workspace: Workspace, conn: db.Connection, embedder: Embedder | None) -> Searcher:
+class RunSearch:
     """Search returning repository-relative paths (the index stores docs-relative ones).
 
-    One `SearchIndex` serves every search of the run, opened at the first search (after the
-    index sync), so what repeats per query is read once.
+    One `SearchIndex` serves every search of the run, opened at first use (after the index
+    sync), so what repeats per query is read once.
     """
-    prefix = workspace.docs_prefix
-    opened: list[hybrid.SearchIndex] = []
 
-    def search(query: str, k: int) -> list[Hit]:
-        if not opened:
-            opened.append(hybrid.SearchIndex(conn, embedder=embedder))
-        return [replace(hit, path=prefix + hit.path) for hit in opened[0].search(query, k=k)]
+    def __init__(self, workspace: Workspace, conn: db.Connection, embedder: Embedder | None):
+        self._prefix = workspace.docs_prefix
+        self._conn = conn
+        self._embedder = embedder
+        self._opened: hybrid.SearchIndex | None = None
 
-    return search
+    def _index(self) -> hybrid.SearchIndex:
+        if self._opened is None:
+            self._opened = hybrid.SearchIndex(self._conn, embedder=self._embedder)
+        return self._opened
+
+    def search(self, query: str, k: int) -> list[Hit]:
+        return [
+            replace(hit, path=self._prefix + hit.path) for hit in self._index().search(query, k=k)
+        ]
+
+    def prepare(self, queries: Sequence[str], *, k: int) -> None:
+        """The run's queries ranked by vector together, before it searches them one by one."""
+        self._index().prepare(queries, k=k)
+
+
+def _warming(
+    queries: QueryCache | None, search: RunSearch | None, k: int
+) -> Callable[[Sequence[str]], None]:
+    """What the pipeline calls with a run's queries: embed them, then `RunSearch.prepare`."""
+
+    def warm(texts: Sequence[str]) -> None:
+        if queries is not None:
+            queries.warm(texts)
+        if search is not None:
+            search.prepare(texts, k=k)
+
+    return warm
 
 
 # --- sources ---------------------------------------------------------------------------------
@@ -362,9 +387,7 @@ def github_publisher(
     return GitHubPublisher(
         repo_path=workspace.root,
         repository=options.repository,
-        github=github_client(
-            token.get_secret_value(), base_url=options.api_url or None, **pauses
-        ),
+        github=github_client(token.get_secret_value(), base_url=options.api_url or None, **pauses),
         ledger=ledger,
         config=workspace.config.publish,
         token=token.get_secret_value(),
@@ -404,9 +427,7 @@ def _repository_files(root: Path) -> set[str]:
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = [name for name in subfolders if name not in _NOT_DOCS]
         base = Path(folder).relative_to(root)
-        found.update(
-            (base / name).as_posix() for name in files if (Path(folder) / name).is_file()
-        )
+        found.update((base / name).as_posix() for name in files if (Path(folder) / name).is_file())
     return found
 
 
@@ -435,7 +456,6 @@ def edit_checks(workspace: Workspace, options: Options, docs_texts: Sequence[str
     return EditChecks(docs_texts=docs_texts, paths=paths, read=workspace.read, build=build)
 
 
-
 def build_deps(
     workspace: Workspace,
     options: Options,
@@ -459,10 +479,11 @@ def build_deps(
         sources = build_sources(workspace, chosen_streams(workspace, options))
     queries = QueryCache(embedder) if embedder is not None else None
     docs_texts = workspace.docs_texts()
+    run_search = RunSearch(workspace, conn, queries)
     return pipeline.Deps(
         sources=sources,
         llm=llm,
-        search=search or searcher(workspace, conn, queries),
+        search=search or run_search.search,
         read=workspace.read,
         publisher=publisher,
         store=store,
@@ -472,7 +493,7 @@ def build_deps(
         clock=clock,
         since=bool(options.since),
         ledger=ledger,
-        warm=queries.warm if queries is not None else lambda _queries: None,
+        warm=_warming(queries, None if search else run_search, workspace.config.limits.search_k),
         checks=edit_checks(workspace, options, docs_texts),
         started=started,
         backfill=backfill,
