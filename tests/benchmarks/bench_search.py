@@ -11,7 +11,9 @@ memory, once per run: "load ms" is those two searches. Then medians of QUERIES s
 after one warm-up. "in a run" is what each search costs as a run makes them: the pipeline
 hands its queries to `SearchIndex.prepare` first (their vector rankings from one matrix
 product per block), then searches each; total time over QUERIES after loading, a mean, not
-a median.
+a median. "faster" is the faster of the KNN and the scan of a matrix with a vector per row, as
+the goal is set; Pythia keeps the vectors a dimension per row, whose scan BLAS makes faster,
+so "hybrid / fastest" also counts that scan as a baseline.
 """
 
 from __future__ import annotations
@@ -88,8 +90,15 @@ def scenario(chunks: int) -> dict[str, Any]:
             len(blobs), -1
         )
 
+        by_dimension = np.ascontiguousarray(matrix.T)
+
         def scan(vector: np.ndarray) -> object:
             similarities = matrix @ vector
+            top = np.argpartition(-similarities, LIMIT)[:LIMIT]
+            return top[np.argsort(-similarities[top])]
+
+        def scan_by_dimension(vector: np.ndarray) -> object:  # the layout Pythia keeps
+            similarities = vector @ by_dimension
             top = np.argpartition(-similarities, LIMIT)[:LIMIT]
             return top[np.argsort(-similarities[top])]
 
@@ -116,12 +125,16 @@ def scenario(chunks: int) -> dict[str, Any]:
             "load_ms": load_ms,
             "knn_ms": median_ms(knn, vectors),
             "scan_ms": median_ms(scan, vectors),
+            "scan_by_dimension_ms": median_ms(scan_by_dimension, vectors),
             "bm25_ms": median_ms(lambda q: keyword.search(q, k=8, mode="keyword"), queries),
             "hybrid_ms": median_ms(lambda q: searcher.search(q, k=8), queries),
         }
         conn.close()
     result["ratio"] = result["hybrid_ms"] / min(result["knn_ms"], result["scan_ms"])
     result["run_ratio"] = result["run_ms"] / min(result["knn_ms"], result["scan_ms"])
+    result["fastest_ratio"] = result["hybrid_ms"] / min(
+        result["knn_ms"], result["scan_ms"], result["scan_by_dimension_ms"]
+    )
     return result
 
 
@@ -135,7 +148,7 @@ def main() -> None:
         return
     print(
         "chunks | sqlite-vec KNN ms | in-memory scan ms | BM25 ms | hybrid ms | hybrid / faster"
-        " | load ms | in a run ms | in a run / faster"
+        " | load ms | in a run ms | in a run / faster | scan by dimension ms | hybrid / fastest"
     )
     for size in args.sizes.split(","):
         out = subprocess.run(
@@ -145,7 +158,8 @@ def main() -> None:
         print(
             f"{row['chunks']} | {row['knn_ms']:.2f} | {row['scan_ms']:.2f} | {row['bm25_ms']:.2f}"
             f" | {row['hybrid_ms']:.2f} | {row['ratio']:.2f}x | {row['load_ms']:.0f}"
-            f" | {row['run_ms']:.2f} | {row['run_ratio']:.2f}x",
+            f" | {row['run_ms']:.2f} | {row['run_ratio']:.2f}x"
+            f" | {row['scan_by_dimension_ms']:.2f} | {row['fastest_ratio']:.2f}x",
             flush=True,
         )
 
