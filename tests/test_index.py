@@ -599,11 +599,15 @@ def test_a_different_embedder_than_the_index_is_refused(built: tuple[Any, HashEm
         hybrid.search(conn, "cache", embedder=HashEmbedder(model="other", dimensions=256))
 
 
-def test_reciprocal_rank_fusion_rewards_agreement() -> None:
-    fused = hybrid.reciprocal_rank_fusion([[1, 2, 3], [3, 1, 4]], k=60)
+def test_the_results_of_several_queries_fuse_by_reciprocal_rank() -> None:
+    from pythia.models import Hit
+    from pythia.propose import fuse
 
-    assert [item for item, _ in fused] == [1, 3, 2, 4]
-    assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
+    one, two, three, four = (Hit(f"{n}.md", n, n, 0.5, "text") for n in "abcd")
+    fused = fuse([[one, two, three], [three, one, four]], k=3)
+
+    assert [hit.path for hit in fused] == ["a.md", "c.md", "b.md"]
+    assert fused[0].score == pytest.approx(1 / 61 + 1 / 62)
 
 
 def test_an_updated_chunk_row_stays_searchable(conn: Any, docs: Path) -> None:

@@ -98,18 +98,6 @@ def fts_query(text: str) -> str:
     return " OR ".join(fts_terms(text))
 
 
-def reciprocal_rank_fusion(
-    rankings: Sequence[Sequence[int]], *, k: int = RRF_K, weights: Sequence[float] = ()
-) -> list[tuple[int, float]]:
-    """Fuse ranked id lists: each id scores the sum of weight / (k + rank), rank from 1."""
-    scores: dict[int, float] = {}
-    for number, ranking in enumerate(rankings):
-        weight = weights[number] if number < len(weights) else 1.0
-        for rank, item in enumerate(ranking, start=1):
-            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
-    return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
-
-
 @dataclass(frozen=True)
 class _Chunks:
     """Every chunk's id (ascending) and page, read once per run. Searching works on rows,
