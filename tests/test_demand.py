@@ -186,9 +186,9 @@ def hit(path: str, heading: str) -> Hit:
     return Hit(path, heading, heading.lower(), 1.0, "text")
 
 
-def asked(number: int, *hits: Hit) -> Asked:
+def asked(number: int, *hits: Hit, queries: tuple[str, ...] = ()) -> Asked:
     thread = Thread("tg", tuple(conversation(number, f"user-{number}")))
-    verdict = Verdict(thread.key, "question", True, "s", "r")
+    verdict = Verdict(thread.key, "question", True, "s", "r", queries=queries)
     return Asked(thread, verdict, hits)
 
 
@@ -308,6 +308,38 @@ def test_a_later_conversation_that_found_only_the_page_joins_its_section_made_in
     ):
         (stays,) = group_by_section([asked(3, *hits)], ledger=Ledger())
         assert join_made(stays, made) == [stays]
+
+
+def test_a_conversation_that_found_only_the_page_joins_only_if_it_asks_the_same() -> None:
+    from pythia.demand import join_made, made_entry
+    from pythia.questions import Questions
+
+    vectors = {"limit parallel jobs": [1.0, 0.0], "how many at once": [0.9, 0.3]}
+    vectors["alpine binary"] = [0.0, 1.0]
+    questions = Questions(lambda texts: [vectors[text] for text in texts])
+    page, parallel = hit("docs/cli.md", "Command line"), hit("docs/cli.md", "Command line > Jobs")
+    first = group_by_section(
+        [asked(1, parallel, queries=("limit parallel jobs",))], ledger=Ledger()
+    )
+    made = made_entry(
+        proposal_of(section_key(parallel), paths=("docs/cli.md",)), first[0], Ledger()
+    )
+    questions.remember(section_key(parallel), [item.verdict for item in first[0].asked])
+
+    same = group_by_section(
+        [asked(2, page, parallel, queries=("how many at once",))], ledger=Ledger()
+    )
+    other = group_by_section(
+        [asked(3, page, parallel, queries=("alpine binary",))], ledger=Ledger()
+    )
+
+    (joined,) = join_made(same[0], made, questions=questions)
+    assert joined.entry is not None
+    # Retrieval that could not tell pages apart sent it here: it stays a group of its own.
+    assert join_made(other[0], made, questions=questions) == other
+    # A best result that is the made section itself joins as before, by retrieval alone.
+    (direct,) = group_by_section([asked(4, parallel, queries=("alpine binary",))], ledger=Ledger())
+    assert join_made(direct, made, questions=questions)[0].entry is not None
 
 
 def proposal_of(fingerprint: str, *, paths: tuple[str, ...]) -> Any:

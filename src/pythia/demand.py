@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from .handles import member_handles
 from .models import Demand, Evidence, Hit, Proposal, Thread, Verdict
 from .propose import fingerprint, fuse, quote_of
+from .questions import Questions
 from .safety import defang_proposal, sanitize_for_publishing
 from .state import TERMINAL, Ledger, LedgerEntry
 
@@ -94,7 +95,9 @@ def _live(item: Asked, standing: Mapping[str, LedgerEntry], *, depth: int = MATC
     return ""
 
 
-def join_made(group: Group, made: Mapping[str, LedgerEntry]) -> list[Group]:
+def join_made(
+    group: Group, made: Mapping[str, LedgerEntry], *, questions: Questions | None = None
+) -> list[Group]:
     """`group`, formed before this run made any proposal, split by the proposals made since:
     members whose best result is a section one of them stands for join it as evidence (no
     model call), and so do members whose best result is that section's page, when they rank
@@ -107,7 +110,7 @@ def join_made(group: Group, made: Mapping[str, LedgerEntry]) -> list[Group]:
     joined: dict[str, list[Asked]] = {}
     rest: list[Asked] = []
     for item in group.asked:
-        key = _live(item, made, depth=1) or _live_on_its_page(item, made)
+        key = _live(item, made, depth=1) or _live_on_its_page(item, made, questions)
         if key:
             joined.setdefault(key, []).append(item)
         else:
@@ -118,15 +121,26 @@ def join_made(group: Group, made: Mapping[str, LedgerEntry]) -> list[Group]:
     return parts
 
 
-def _live_on_its_page(item: Asked, made: Mapping[str, LedgerEntry]) -> str:
+def _live_on_its_page(
+    item: Asked, made: Mapping[str, LedgerEntry], questions: Questions | None
+) -> str:
     """When the item's best result is a page's opening section (it found the page, not a
     section of it): the key of the page's next section among its first results, if a
-    proposal of this run stands for it, or ''."""
+    proposal of this run stands for it and (with `questions`) its conversations asked what
+    this one asks, or ''. Retrieval that cannot tell pages apart finds a page's opening
+    section too, for a question the page does not answer."""
     if not item.hits or " > " in item.hits[0].heading:
         return ""
     page = item.hits[0].path
     on_page = tuple(hit for hit in item.hits[1:MATCH_DEPTH] if hit.path == page)
-    return _live(replace(item, hits=on_page[:1]), made, depth=1)
+    key = _live(replace(item, hits=on_page[:1]), made, depth=1)
+    if (
+        key
+        and questions is not None
+        and not questions.asks_like(item.verdict, made[key].fingerprint)
+    ):
+        return ""
+    return key
 
 
 def made_entry(proposal: Proposal, group: Group, ledger: Ledger) -> dict[str, LedgerEntry]:

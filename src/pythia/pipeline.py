@@ -63,6 +63,7 @@ from .propose import (
     search_queries,
 )
 from .proposecall import ProposePrompt, propose_prompt
+from .questions import Known, Questions
 from .safety import check_proposal, defang_proposal
 from .state import (
     TERMINAL,
@@ -98,6 +99,7 @@ class Deps:
     checks: EditChecks | None = None  # grounding, docs and build checks of every proposal
     started: float | None = None  # on `clock`, when the job began (indexing included)
     backfill: Backfill | None = None  # batch jobs for large piles of threads (backfill.py)
+    known_queries: Known | None = None  # vectors of queries `warm` embedded (questions.py)
 
 
 def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> RunReport:
@@ -207,14 +209,15 @@ def run(config: Config, deps: Deps, *, now: datetime, dry_run: bool = False) -> 
             groups = group_by_section(asked, ledger=deps.ledger)
             deferred: list[tuple[Group, ProposePrompt]] = []
             made: dict[str, LedgerEntry] = {}  # sections this run's proposals stand for
+            questions = Questions(deps.known_queries) if deps.known_queries else None
             _propose_groups(
                 groups, config, deps, report, by_key=by_key, should_stop=should_stop,
-                batch=collected, deferred=deferred, made=made,
+                batch=collected, deferred=deferred, made=made, questions=questions,
             )  # fmt: skip
             unsent = _send_deferred(deferred, deps, report, by_key=by_key, now=now)
             _propose_groups(
                 unsent, config, deps, report, by_key=by_key, should_stop=should_stop,
-                batch=Collected(), made=made,
+                batch=Collected(), made=made, questions=questions,
             )  # fmt: skip
         for keys in collected.answers:  # a standing proposal took them, or the run stopped
             log.info("the batch answer for %s went unused; those conversations take the "
@@ -239,19 +242,24 @@ def _propose_groups(
     should_stop: Callable[[], bool],
     batch: Collected,
     made: dict[str, LedgerEntry],
+    questions: Questions | None,
     deferred: list[tuple[Group, ProposePrompt]] | None = None,
 ) -> None:
     """Each group's proposal, in order, until the run must stop; every member's outcome is
     recorded, except of a group deferred to a batch job (its threads wait for it). A group
     is first split by the proposals made before it (`made`, filled as they are made)."""
-    for group in (part for whole in groups for part in join_made(whole, made)):
+    for group in (p for whole in groups for p in join_made(whole, made, questions=questions)):
         if report.fatal or should_stop():
             return
         members = [by_key[item.thread.key] for item in group.asked]
         try:
             proposal = _propose_group(group, config, deps, report, batch=batch, deferred=deferred)
             if proposal is not None:
-                made.update(made_entry(proposal, group, deps.ledger))
+                new = made_entry(proposal, group, deps.ledger)
+                made.update(new)
+                for fingerprint in {entry.fingerprint for entry in new.values()}:
+                    if questions is not None:
+                        questions.remember(fingerprint, [item.verdict for item in group.asked])
         except PublishingBlocked as error:
             # A setting to fix, not the threads' fault: the proposal is parked.
             for member in members:

@@ -25,6 +25,12 @@ class QueryCache:
     def warm(self, queries: Sequence[str]) -> None:
         self.embed(queries, task="query")
 
+    def known(self, texts: Sequence[str]) -> list[list[float]] | None:
+        """The vectors of queries already embedded this run, or None (no request is made)."""
+        if any(text not in self._vectors for text in texts):
+            return None
+        return [self._vectors[text] for text in texts]
+
     def embed(self, texts: Sequence[str], *, task: EmbedTask) -> list[list[float]]:
         if task != "query":
             return self.inner.embed(texts, task=task)

@@ -214,9 +214,8 @@ class RunSearch:
         return self._opened
 
     def search(self, query: str, k: int) -> list[Hit]:
-        return [
-            replace(hit, path=self._prefix + hit.path) for hit in self._index().search(query, k=k)
-        ]
+        hits = self._index().search(query, k=k)
+        return [replace(hit, path=self._prefix + hit.path) for hit in hits]
 
     def prepare(self, queries: Sequence[str], *, k: int) -> None:
         """The run's queries ranked by vector together, before it searches them one by one."""
@@ -497,4 +496,5 @@ def build_deps(
         checks=edit_checks(workspace, options, docs_texts),
         started=started,
         backfill=backfill,
+        known_queries=queries.known if queries is not None else None,
     )
