@@ -18,7 +18,7 @@ import yaml
 
 from cassettes.record_sample import sample_repo
 from pythia.app.cli import main
-from pythia.app.compose import build_source
+from pythia.app.sourcing import build_source
 from pythia.config import DiscordStream, Secrets
 from pythia.sources import SourceError, StreamInterrupted, discord, pseudonym, read_stream
 from pythia.sources.discord import (

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from forum_fakes import FakeDiscourse
-from pythia.app.compose import build_source
+from pythia.app.sourcing import build_source
 from pythia.config import DiscourseStream, Secrets
 from pythia.sources import SourceError, pseudonym, read_stream
 from pythia.sources.discourse import DiscourseSource, plain_text

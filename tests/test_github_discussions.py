@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from forum_fakes import FakeGitHub
-from pythia.app.compose import build_source
+from pythia.app.sourcing import build_source
 from pythia.config import GitHubDiscussionsStream, Secrets
 from pythia.sources import SourceError, pseudonym, read_stream
 from pythia.sources import github_discussions as gd

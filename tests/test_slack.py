@@ -20,7 +20,7 @@ import yaml
 
 from cassettes.record_sample import sample_repo
 from pythia.app.cli import main
-from pythia.app.compose import build_source
+from pythia.app.sourcing import build_source
 from pythia.config import Secrets, SlackStream
 from pythia.sources import SourceError, StreamInterrupted, pseudonym, read_stream, slack
 from pythia.sources.slack import SlackAnswer, SlackSource, id_to_ts, make_web, ts_to_id

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pythia.app.compose import build_source
+from pythia.app.sourcing import build_source
 from pythia.config import Secrets, ZulipStream
 from pythia.sources import SourceError, StreamInterrupted, pseudonym, read_stream
 from pythia.sources.zulip import ZulipSource, hash_encode, make_client, narrow_url

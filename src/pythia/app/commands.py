@@ -18,7 +18,7 @@ from ..ingest import ingest
 from ..models import Hit
 from ..ports import Embedder
 from ..search import SearchIndex
-from . import compose, report, run
+from . import compose, report, run, sourcing
 from .options import Options
 from .workspace import UserError, Workspace, open_storage
 
@@ -206,7 +206,7 @@ def cmd_ingest(workspace: Workspace, options: Options) -> int:
     """What a run would read and settle, through the pipeline's own ingest; nothing is saved."""
     now = datetime.now(timezone.utc)
     config = workspace.config
-    sources = compose.build_sources(workspace, compose.chosen_streams(workspace, options))
+    sources = sourcing.build_sources(workspace, sourcing.chosen_streams(workspace, options))
     results = []
     with open_storage(workspace, options) as storage:
         for source in sources:

@@ -19,7 +19,7 @@ from ..models import RunReport
 from ..ports import one_line
 from ..state import Ledger, StateStore
 from ..usage import UsageMeter
-from . import compose
+from . import compose, sourcing
 from .options import Options
 from .workspace import Workspace, open_storage
 
@@ -59,7 +59,7 @@ def run(workspace: Workspace, options: Options, *, started: float | None = None)
     """Read, classify, propose and publish (or, in a dry run, write the proposals to a folder)."""
     started = time.monotonic() if started is None else started  # the budget covers indexing
     config = workspace.config
-    if not compose.chosen_streams(workspace, options):
+    if not sourcing.chosen_streams(workspace, options):
         return index_only(workspace, options, started=started).report
     if not options.dry_run:
         compose.check_publishing(workspace, options)  # before anything is paid for or pushed

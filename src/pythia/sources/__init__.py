@@ -2,7 +2,7 @@
 
 How the pipeline reads a stream (the first-run design):
 
-    source = app.compose.build_source(stream_config, secrets=secrets, salt=salt)
+    source = app.sourcing.build_source(stream_config, secrets=secrets, salt=salt)
     try:
         batch = read_stream(source, watermark)   # watermark: int | None from the stream's state
     finally:
