@@ -247,12 +247,15 @@ def _command(name: str) -> Callable[[Workspace, Options], int]:
         from . import action
 
         return action.cmd_feedback if name == "feedback" else action.cmd_command
+    if name == "ingest":
+        from . import ingesting
+
+        return ingesting.cmd_ingest
     from . import commands
 
     found: dict[str, Callable[[Workspace, Options], int]] = {
         "index": commands.cmd_index,
         "search": commands.cmd_search,
-        "ingest": commands.cmd_ingest,
         "status": commands.cmd_status,
         "eval-retrieval": commands.cmd_eval_retrieval,
         "eval-models": commands.cmd_eval_models,
