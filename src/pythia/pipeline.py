@@ -257,8 +257,8 @@ def _propose_groups(
             if proposal is not None:
                 new = made_entry(proposal, group, deps.ledger)
                 made.update(new)
-                for fingerprint in {entry.fingerprint for entry in new.values()}:
-                    if questions is not None:
+                if questions is not None:
+                    for fingerprint in {entry.fingerprint for entry in new.values()}:
                         questions.remember(fingerprint, [item.verdict for item in group.asked])
         except PublishingBlocked as error:
             # A setting to fix, not the threads' fault: the proposal is parked.

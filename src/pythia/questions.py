@@ -30,9 +30,9 @@ class Questions:
         self._known = known  # no request is made here: a run embedded its queries at once
         self._proposals: dict[str, np.ndarray] = {}
 
-    def of(self, verdicts: Iterable[Verdict]) -> np.ndarray | None:
-        """The unit mean of the verdicts' query vectors, None if one was not embedded."""
-        found = self._known([query for verdict in verdicts for query in search_queries(verdict)])
+    def of(self, verdict: Verdict) -> np.ndarray | None:
+        """The unit mean of the verdict's query vectors, None if one was not embedded."""
+        found = self._known(search_queries(verdict))
         if not found:
             return None
         vectors = np.asarray(found, dtype=np.float64)
@@ -44,7 +44,7 @@ class Questions:
     def remember(self, fingerprint: str, verdicts: Iterable[Verdict]) -> None:
         """What each conversation behind the run's proposal `fingerprint` asked (added to
         what earlier ones asked, when several groups proposed the same)."""
-        vectors = [vector for verdict in verdicts if (vector := self.of([verdict])) is not None]
+        vectors = [vector for verdict in verdicts if (vector := self.of(verdict)) is not None]
         if fingerprint in self._proposals:  # a later group's proposal for the same section
             vectors.insert(0, self._proposals[fingerprint])
         if vectors:
@@ -54,5 +54,5 @@ class Questions:
         """Whether the verdict's conversation asks what one of the proposal's conversations
         asked; True when either is not known (no vectors: retrieval alone decides)."""
         known = self._proposals.get(fingerprint)
-        asked = self.of([verdict]) if known is not None else None
+        asked = self.of(verdict) if known is not None else None
         return asked is None or known is None or float((known @ asked).max()) >= SAME_QUESTION

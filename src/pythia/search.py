@@ -306,9 +306,13 @@ class SearchIndex:
             found = self._knn(vector, limit=limit)
             rows = self._chunks().rows([chunk_id for chunk_id, _ in found])
             return rows, np.array([similarity for _, similarity in found])
+        return self._matrix().nearest(vector, limit=limit)
+
+    def _matrix(self) -> VectorMatrix:
+        """Every vector in memory, read from the index on first use."""
         if self._vectors is None:
             self._vectors = VectorMatrix.load(self.conn, self._chunks().ids)
-        return self._vectors.nearest(vector, limit=limit)
+        return self._vectors
 
     def _knn(self, vector: Sequence[float], *, limit: int) -> list[tuple[int, float]]:
         # The KNN stands alone in a CTE so vec0 receives its `match` and `k` constraints as-is.
@@ -332,11 +336,9 @@ class SearchIndex:
         if self.embedder is None or len(fresh) < 2:
             return
         vectors = self.embedder.embed(fresh, task="query")
-        if self._vectors is None:
-            self._vectors = VectorMatrix.load(self.conn, self._chunks().ids)
         limit = _vector_limit(k)
         for query, (rows, _) in zip(
-            fresh, self._vectors.nearest_each(vectors, limit=limit), strict=True
+            fresh, self._matrix().nearest_each(vectors, limit=limit), strict=True
         ):
             self._prepared[query] = (limit, rows)
 
